@@ -1,0 +1,7 @@
+//! placeholder, being written.
+use kubeha_spec::Node;
+use crate::{Ctx, HostFile, Result};
+
+pub fn files(_cx: Ctx<'_>, _node: &Node) -> Result<Vec<HostFile>> {
+    Ok(vec![])
+}
