@@ -30,7 +30,8 @@ pub mod defaults {
     pub const VRRP_ROUTER_ID: u8 = 51;
     pub const LB_STATS_PORT: u16 = 8404;
     pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
-    pub const ETCD_BINARY: &str = "/usr/bin/etcd";
+    /// The official release binary (fetched at provisioning): distributions ship older etcd.
+    pub const ETCD_BINARY: &str = "/usr/local/bin/etcd";
     pub const LEAF_VALIDITY_HOURS: u32 = 8760;
     pub const CA_VALIDITY_HOURS: u32 = 87600;
     pub const CRI_ENDPOINT: &str = "unix:///var/run/containerd/containerd.sock";
