@@ -1,1 +1,26 @@
-fn main() {}
+//! The `kubeha` binary. It only parses arguments, runs one command and turns the outcome
+//! into an exit status; the work lives in the library crates (`kubeha-spec`, `kubeha-pki`,
+//! `kubeha-render`).
+
+mod args;
+mod commands;
+mod error;
+mod output;
+mod table;
+mod tree;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = err.exit_code();
+            error::report(err);
+            code
+        }
+    }
+}

@@ -28,6 +28,15 @@ impl CaId {
         }
     }
 
+    /// How messages name the CA: `kubernetes`, `front-proxy`, `etcd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CaId::Kubernetes => "kubernetes",
+            CaId::FrontProxy => "front-proxy",
+            CaId::Etcd => "etcd",
+        }
+    }
+
     /// Subject CN (also the CA's single DNS SAN, as kubeadm does).
     pub fn common_name(&self) -> &'static str {
         match self {
@@ -134,7 +143,10 @@ pub struct LeafId {
 
 impl LeafId {
     pub fn new(node: &str, kind: LeafKind) -> Self {
-        LeafId { node: Some(node.to_string()), kind }
+        LeafId {
+            node: Some(node.to_string()),
+            kind,
+        }
     }
 
     pub fn operator(kind: LeafKind) -> Self {

@@ -15,7 +15,10 @@ pub struct CertPair {
 
 impl std::fmt::Debug for CertPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertPair").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+        f.debug_struct("CertPair")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -28,7 +31,9 @@ pub struct ServiceAccountKeys {
 
 impl std::fmt::Debug for ServiceAccountKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceAccountKeys").field("public_pem", &self.public_pem).finish_non_exhaustive()
+        f.debug_struct("ServiceAccountKeys")
+            .field("public_pem", &self.public_pem)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,209 @@
+//! Command-line arguments: what the user typed, before any file is read.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  kubeha init                       write a commented ./cluster.yaml to edit
+  kubeha validate -f cluster.yaml   check it; every problem names its field and line
+  kubeha render --out out/          issue certificates and write every host's files
+  kubeha completions bash > /etc/bash_completion.d/kubeha
+
+Exit status: 0 success, 1 failure, 2 invalid input (cluster file, flags).";
+
+/// Build and keep highly-available Kubernetes clusters on machines you own.
+///
+/// One cluster file describes every node (etcd, load balancers, control planes, workers);
+/// kubeha is the PKI authority and renders, byte for byte, every file each host needs.
+#[derive(Debug, Parser)]
+#[command(name = "kubeha", version, about, long_about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The cluster file.
+    #[arg(short = 'f', long = "file", global = true, default_value = "cluster.yaml", env = "KUBEHA_FILE")]
+    pub file: PathBuf,
+    /// The state directory: PKI, secrets and lock, one subdirectory per cluster.
+    #[arg(long, global = true, default_value = ".kubeha", env = "KUBEHA_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Output format for data printed to stdout.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// File holding the passphrase that encrypts CA keys at rest (or set KUBEHA_CA_PASSPHRASE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter cluster file.
+    #[command(after_help = "Example:\n  kubeha init -f cluster.yaml\n  kubeha init --example external-etcd -f ha.yaml")]
+    Init(InitArgs),
+    /// Check the cluster file and print what it describes.
+    #[command(after_help = "Example:\n  kubeha validate -f examples/external-etcd.yaml\n  kubeha validate -o json | jq .problems")]
+    Validate,
+    /// Issue certificates (kept in the state dir) and write every host's files to a directory.
+    #[command(after_help = "\
+Example:
+  kubeha render -f examples/external-etcd.yaml --out out/
+  ls out/cp-1/etc/kubernetes/manifests
+
+Layout: out/<node>/... mirrors each host's filesystem; out/manifest.json lists mode, owner
+and sha256 of every file; out/_operator/ holds the admin kubeconfig, topology, address plan
+and bring-up order; out/_provision/<node>/ holds cloud-init user-data, netplan and the
+multipass command. Private keys are written 0600.")]
+    Render(RenderArgs),
+    /// Certificate authority operations.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  kubeha completions bash > /etc/bash_completion.d/kubeha\n  kubeha completions zsh > \"${fpath[1]}/_kubeha\"")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// A local lab of real hosts (network + mount namespaces with sshd) on this machine.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Run a service from its systemd unit file on a host without systemd (lab hosts).
+    #[command(hide = true)]
+    Service(ServiceArgs),
+    /// Measure kubeha's own speed (PKI issuance, rendering, re-rendering).
+    #[command(after_help = "Example:\n  kubeha bench render\n  kubeha bench render --workers 1000 --key-algorithm ecdsa-p256 -o json")]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Start from a shipped example instead of the minimal starter.
+    #[arg(long, value_enum)]
+    pub example: Option<Example>,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Example {
+    /// Guide 000's topology: 3 etcd, 2 LBs with a VIP, 3 control planes, 3 workers.
+    ExternalEtcd,
+    /// etcd on the control planes.
+    Stacked,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Output directory (replaced as a whole; must be empty or an earlier render).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Import an existing CA certificate and key instead of letting kubeha create one.
+    #[command(after_help = "Example:\n  kubeha ca import --ca etcd --cert /etc/kubernetes/pki/etcd/ca.crt --key /etc/kubernetes/pki/etcd/ca.key")]
+    Import {
+        /// Which CA: kubernetes, front-proxy or etcd.
+        #[arg(long, value_enum)]
+        ca: CaName,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List the CAs and certificates kept in the state dir, with expiry.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaName {
+    Kubernetes,
+    FrontProxy,
+    Etcd,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Fresh PKI + render of a cluster, then a no-change re-render.
+    Render {
+        /// Cluster to measure: the shipped external-etcd example unless -f names a file.
+        #[arg(long)]
+        use_file: bool,
+        /// Replace the example's workers with this many (e.g. 1000).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Key algorithm for the run (default: both, one after the other).
+        #[arg(long, value_enum)]
+        key_algorithm: Option<KeyAlg>,
+        /// Repetitions; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlg {
+    Rsa2048,
+    EcdsaP256,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create one lab host per node of a lab cluster file (needs root).
+    #[command(after_help = "Example:\n  kubeha lab up examples/lab.yaml\n  ssh -i .kubeha/lab-key root@198.18.0.11 hostname")]
+    Up {
+        /// Lab cluster file (addresses in 198.18.0.0/15); defaults to -f.
+        file: Option<std::path::PathBuf>,
+    },
+    /// Remove every namespace, link, process and directory of a lab, also after a crash.
+    #[command(after_help = "Example:\n  kubeha lab down examples/lab.yaml\n  kubeha lab down --all")]
+    Down {
+        /// Lab cluster file; defaults to -f.
+        file: Option<std::path::PathBuf>,
+        /// Remove every kubeha lab found on this machine.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List lab hosts and whether their sshd answers.
+    Status {
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[arg(value_enum)]
+    pub action: ServiceAction,
+    /// Unit name, e.g. etcd.service.
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    Start,
+    Stop,
+    Restart,
+    Status,
+}

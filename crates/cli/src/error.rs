@@ -1,0 +1,154 @@
+//! What can go wrong at the command line, the exit status of each, and how it is shown.
+//!
+//! Exit status is a contract: 0 success, 1 failure, 2 invalid input.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use kubeha_spec::{Problem, Severity, SpecError};
+use miette::{Diagnostic, NamedSource, SourceSpan};
+
+/// The run succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Something failed while doing the work (I/O, state dir, rendering).
+pub const EXIT_FAILURE: u8 = 1;
+/// The input was wrong (cluster file, flags, arguments); nothing was changed.
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("state directory")]
+    Pki(#[from] kubeha_pki::PkiError),
+    #[error("rendering failed")]
+    Render(#[from] kubeha_render::RenderError),
+    /// Reading or writing a file failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path the user named is unusable; `help` says why and what to do.
+    #[error("{message}")]
+    Input { message: String, help: String },
+}
+
+impl CliError {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CliError {
+        let path = path.into();
+        move |source| CliError::Io { action, path, source }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::Spec(SpecError::Read { .. }) | CliError::Spec(_) | CliError::Input { .. } => EXIT_INVALID_INPUT,
+            _ => EXIT_FAILURE,
+        })
+    }
+}
+
+/// One cluster-file problem shown with the offending line.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+struct ProblemReport {
+    field: String,
+    message: String,
+    severity: miette::Severity,
+    help: Option<String>,
+    src: Option<NamedSource<String>>,
+    span: Option<SourceSpan>,
+}
+
+impl Diagnostic for ProblemReport {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.src.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let span = self.span?;
+        Some(Box::new(std::iter::once(miette::LabeledSpan::new_with_span(Some("here".into()), span))))
+    }
+}
+
+fn value_len(src: &str, offset: usize) -> usize {
+    src[offset..].find(['\n', ',', '}', ']']).unwrap_or(src.len() - offset).max(1)
+}
+
+/// Prints cluster-file problems (errors and warnings) with source snippets to stderr.
+pub fn print_problems(path: &std::path::Path, src: Option<&str>, problems: &[Problem]) {
+    for p in problems {
+        let (src_named, span) = match (src, p.offset) {
+            (Some(s), Some(off)) if off <= s.len() => (
+                Some(NamedSource::new(path.display().to_string(), s.to_string())),
+                Some(SourceSpan::new(off.into(), value_len(s, off))),
+            ),
+            _ => (None, None),
+        };
+        let location = if p.line > 0 { format!(" (line {}, column {})", p.line, p.column) } else { String::new() };
+        let report = ProblemReport {
+            field: p.field.clone(),
+            message: format!("{}{location}", p.message),
+            severity: match p.severity {
+                Severity::Error => miette::Severity::Error,
+                Severity::Warning => miette::Severity::Warning,
+            },
+            help: p.help.clone(),
+            src: src_named,
+            span,
+        };
+        eprintln!("{:?}", miette::Report::new(report));
+    }
+}
+
+/// Shows an error to the user on stderr.
+pub fn report(err: CliError) {
+    match err {
+        CliError::Spec(SpecError::Invalid { path, problems }) => {
+            let src = std::fs::read_to_string(&path).ok();
+            print_problems(&path, src.as_deref(), &problems);
+            let n = problems.iter().filter(|p| p.severity == Severity::Error).count();
+            eprintln!("{}: {n} error(s); nothing was written", path.display());
+        }
+        CliError::Spec(SpecError::Syntax { path, line, column, offset, message }) => {
+            let src = std::fs::read_to_string(&path).ok();
+            let p = Problem {
+                severity: Severity::Error,
+                field: "syntax".into(),
+                line,
+                column,
+                offset,
+                message,
+                help: Some("fix the YAML at this place; `kubeha init` writes a commented example of every field".into()),
+            };
+            print_problems(&path, src.as_deref(), &[p]);
+            eprintln!("{}: nothing was written", path.display());
+        }
+        CliError::Spec(SpecError::Read { path, source }) => {
+            let help = if source.kind() == std::io::ErrorKind::NotFound {
+                "create one with `kubeha init`, or name it with -f FILE"
+            } else {
+                "check the path and its permissions"
+            };
+            eprintln!("{:?}", miette::miette!(help = help, "cannot read cluster file {}: {source}", path.display()));
+        }
+        CliError::Input { message, help } => {
+            eprintln!("{:?}", miette::miette!(help = help, "{message}"));
+        }
+        other => {
+            let mut msg = other.to_string();
+            let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&other);
+            while let Some(e) = cur {
+                msg.push_str(&format!("\n  caused by: {e}"));
+                cur = e.source();
+            }
+            eprintln!("Error: {msg}");
+        }
+    }
+}
