@@ -20,6 +20,19 @@ use crate::{
 const EXIT_INACTIVE: u8 = 3;
 
 pub fn run(a: &ServiceArgs) -> Result<ExitCode, CliError> {
+    // A host booted with systemd has this directory; lab hosts get a fresh /run without it.
+    if std::path::Path::new("/run/systemd/system").exists() {
+        return Err(CliError::Input {
+            message:
+                "this host runs systemd: `kubeha service` is only for lab hosts, which have none"
+                    .into(),
+            help: format!(
+                "use `systemctl {} {}`",
+                format!("{:?}", a.action).to_lowercase(),
+                a.unit
+            ),
+        });
+    }
     let action = match a.action {
         ServiceAction::Start => Action::Start,
         ServiceAction::Stop => Action::Stop,
@@ -29,9 +42,20 @@ pub fn run(a: &ServiceArgs) -> Result<ExitCode, CliError> {
     match Supervisor::default().run(action, &a.unit) {
         Ok(st) => {
             print_stdout(&format!("{st}\n"));
-            Ok(if action == Action::Status && !st.active { ExitCode::from(EXIT_INACTIVE) } else { ExitCode::SUCCESS })
+            Ok(if action == Action::Status && !st.active {
+                ExitCode::from(EXIT_INACTIVE)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Err(e) if e.is_input() => Err(CliError::Input { message: e.to_string(), help: format!("unit files are read from {}", UNIT_DIRS.join(", ")) }),
-        Err(e) => Err(CliError::Io { action: "run service", path: a.unit.clone().into(), source: std::io::Error::other(e) }),
+        Err(e) if e.is_input() => Err(CliError::Input {
+            message: e.to_string(),
+            help: format!("unit files are read from {}", UNIT_DIRS.join(", ")),
+        }),
+        Err(e) => Err(CliError::Io {
+            action: "run service",
+            path: a.unit.clone().into(),
+            source: std::io::Error::other(e),
+        }),
     }
 }
