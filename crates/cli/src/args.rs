@@ -69,6 +69,24 @@ and sha256 of every file; out/_operator/ holds the admin kubeconfig, topology, a
 and bring-up order; out/_provision/<node>/ holds cloud-init user-data, netplan and the
 multipass command. Private keys are written 0600.")]
     Render(RenderArgs),
+    /// Show what `kubeha up` would change on each host, phase by phase; change nothing.
+    #[command(after_help = "Example:\n  kubeha plan -f cluster.yaml\n  kubeha plan -o json | jq '.steps[] | {node, phase, files: [.files[].path]}'")]
+    Plan(UpArgs),
+    /// Bring every host to the rendered state, phase by phase, each behind a health gate.
+    #[command(after_help = "\
+Example:
+  kubeha up -f cluster.yaml
+  kubeha up -f examples/lab.yaml      (after `kubeha lab up examples/lab.yaml`)
+
+Order: preflight, node prep, etcd (all members at once; gate: all healthy, one leader),
+load balancers (gate: exactly one holds the VIP and the API port accepts), the control
+planes' local etcd proxy (gate: etcd healthy through 127.0.0.1:2379), control planes
+(gate: /livez through the VIP where kube-apiserver can run), workers. Re-running with
+nothing changed changes nothing; a run killed anywhere is finished by the next one.")]
+    Up(UpArgs),
+    /// Health of the cluster: etcd members, the VIP, HAProxy backends, certificates, nodes.
+    #[command(after_help = "Example:\n  kubeha status -f examples/lab.yaml\n  kubeha status -o json | jq .etcd.members")]
+    Status,
     /// Certificate authority operations.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -206,4 +224,14 @@ pub enum ServiceAction {
     Stop,
     Restart,
     Status,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Hosts worked on at once within a phase.
+    #[arg(long, default_value_t = 16)]
+    pub parallelism: usize,
+    /// Seconds each health gate may take before the run stops.
+    #[arg(long, default_value_t = 60)]
+    pub gate_timeout: u64,
 }

@@ -22,6 +22,9 @@ pub enum CliError {
     Pki(#[from] kubeha_pki::PkiError),
     #[error("rendering failed")]
     Render(#[from] kubeha_render::RenderError),
+    /// Converging hosts failed (unreachable host, preflight, a step or a gate).
+    #[error(transparent)]
+    Apply(#[from] kubeha_apply::ApplyError),
     /// Reading or writing a file failed.
     #[error("cannot {action} {path}")]
     Io {
@@ -138,6 +141,7 @@ pub fn report(err: CliError) {
             };
             eprintln!("{:?}", miette::miette!(help = help, "cannot read cluster file {}: {source}", path.display()));
         }
+        CliError::Apply(e) => report_apply(e),
         CliError::Input { message, help } => {
             eprintln!("{:?}", miette::miette!(help = help, "{message}"));
         }
@@ -149,6 +153,38 @@ pub fn report(err: CliError) {
                 cur = e.source();
             }
             eprintln!("Error: {msg}");
+        }
+    }
+}
+
+fn report_apply(e: kubeha_apply::ApplyError) {
+    use kubeha_apply::ApplyError;
+    match e {
+        ApplyError::Unreachable { errors } => {
+            for err in &errors {
+                let mut msg = err.to_string();
+                let mut cur = std::error::Error::source(err);
+                while let Some(c) = cur {
+                    msg.push_str(&format!(": {c}"));
+                    cur = c.source();
+                }
+                let help = err.help().unwrap_or_else(|| "check that the host is up and reachable over SSH".into());
+                eprintln!("{:?}", miette::miette!(help = help, "{msg}"));
+            }
+            eprintln!("{} host(s) could not be reached; nothing was changed on any host", errors.len());
+        }
+        ApplyError::Preflight { problems } => {
+            for p in &problems {
+                eprintln!("  × preflight: {p}");
+            }
+            eprintln!("preflight failed ({} problem(s)); nothing was changed", problems.len());
+        }
+        ApplyError::Gate { phase, detail, .. } => {
+            eprintln!("{:?}", miette::miette!(help = "fix the cause and run `kubeha up` again: it continues from what the hosts hold", "{phase} gate failed: {detail}"));
+        }
+        ApplyError::Step { node, phase, source } => {
+            let help = source.help().unwrap_or_else(|| "fix the cause and run `kubeha up` again; hosts never hold half-written files".into());
+            eprintln!("{:?}", miette::miette!(help = help, "{phase} on {node} failed: {}", kubeha_etcd::error_chain(&source)));
         }
     }
 }

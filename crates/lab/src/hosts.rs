@@ -943,6 +943,9 @@ fn sshd_config(plan: &Plan, h: &HostPlan) -> String {
          X11Forwarding no\n\
          PrintMotd no\n\
          AcceptEnv LANG LC_*\n\
+         # Lab hosts share this machine's /root: keep its ~/.bashrc (often slow) out of every\n\
+         # command kubeha runs (bash skips it for ssh sessions when SHLVL is already 1).\n\
+         SetEnv SHLVL=1\n\
          Subsystem sftp /usr/lib/openssh/sftp-server\n",
         node = h.node,
         id = plan.id,

@@ -1018,3 +1018,62 @@ mod tests {
         assert_eq!(store.ca_key_age_path(CaId::Etcd), p.join("etcd/ca.key.age"));
     }
 }
+
+/// Read-only access to a state dir, without the lock: for commands that only look
+/// (`kubeha status`, `kubeha certs`), so that they work while another run holds the lock.
+#[derive(Debug, Clone)]
+pub struct StateView {
+    dir: PathBuf,
+}
+
+impl StateView {
+    pub fn new(state_root: &Path, cluster: &str) -> Self {
+        StateView { dir: state_root.join(cluster) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    fn read(path: PathBuf) -> Result<String, PkiError> {
+        fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
+    }
+
+    /// A CA certificate (PEM).
+    pub fn ca_cert(&self, id: CaId) -> Result<String, PkiError> {
+        Self::read(self.pki().join(format!("{}.crt", id.base())))
+    }
+
+    /// A leaf certificate and its key (PEM).
+    pub fn leaf(&self, id: &LeafId) -> Result<CertPair, PkiError> {
+        let owner = match &id.node {
+            Some(node) => self.pki().join("nodes").join(node),
+            None => self.pki().join("operator"),
+        };
+        let base = owner.join(id.kind.base());
+        Ok(CertPair { cert_pem: Self::read(with_ext(base.clone(), "crt"))?, key_pem: Self::read(with_ext(base, "key"))? })
+    }
+
+    /// Every certificate file in the state dir, sorted.
+    pub fn certificate_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.pki()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "crt") {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}

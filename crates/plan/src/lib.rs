@@ -20,12 +20,14 @@ pub enum Phase {
     NodePrep,
     Etcd,
     LoadBalancer,
+    /// The control planes' local etcd proxy, started and gated before anything that needs it.
+    EtcdProxy,
     ControlPlane,
     Workers,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Preflight, Phase::NodePrep, Phase::Etcd, Phase::LoadBalancer, Phase::ControlPlane, Phase::Workers];
+    pub const ALL: [Phase; 7] = [Phase::Preflight, Phase::NodePrep, Phase::Etcd, Phase::LoadBalancer, Phase::EtcdProxy, Phase::ControlPlane, Phase::Workers];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -33,6 +35,7 @@ impl Phase {
             Phase::NodePrep => "node-prep",
             Phase::Etcd => "etcd",
             Phase::LoadBalancer => "load-balancer",
+            Phase::EtcdProxy => "etcd-proxy",
             Phase::ControlPlane => "control-plane",
             Phase::Workers => "workers",
         }
@@ -121,8 +124,39 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The phase a rendered file belongs to on `node`.
-pub fn phase_of(spec: &Spec, node: &Node, path: &str) -> Phase {
+/// Paths of the local etcd proxy (both deployments) and the client certificates its gate uses.
+fn is_proxy_path(path: &str) -> bool {
+    path.starts_with("/etc/kubernetes/etcd-proxy/")
+        || path == "/etc/systemd/system/kubeha-etcd-proxy.service"
+        || path == "/etc/kubernetes/manifests/etcd-proxy.yaml"
+        || path == "/etc/kubernetes/pki/etcd/ca.crt"
+        || path.starts_with("/etc/kubernetes/pki/apiserver-etcd-client.")
+}
+
+/// Paths the kubelet needs to run static pods.
+fn is_kubelet_path(path: &str) -> bool {
+    path.starts_with("/var/lib/kubelet/") || path.contains("kubelet.service.d/") || path == "/etc/kubernetes/kubelet.conf" || path == "/etc/kubernetes/pki/ca.crt"
+}
+
+/// True when the local etcd proxy is a static pod, so the kubelet must start with it.
+pub fn has_static_proxy(tree: &HostTree) -> bool {
+    tree.files.iter().any(|f| f.path == "/etc/kubernetes/manifests/etcd-proxy.yaml")
+}
+
+/// True when the host runs a local etcd proxy at all.
+pub fn has_proxy(tree: &HostTree) -> bool {
+    tree.files.iter().any(|f| f.path.starts_with("/etc/kubernetes/etcd-proxy/"))
+}
+
+/// The phase a rendered file belongs to on `node` (whose tree is `tree`).
+pub fn phase_of(spec: &Spec, node: &Node, tree: &HostTree, path: &str) -> Phase {
+    if node.has(Role::ControlPlane) && has_proxy(tree) && (is_proxy_path(path) || (has_static_proxy(tree) && is_kubelet_path(path))) {
+        return Phase::EtcdProxy;
+    }
+    phase_of_path(spec, node, path)
+}
+
+fn phase_of_path(spec: &Spec, node: &Node, path: &str) -> Phase {
     let etcd_member = spec.is_etcd_member(node);
     if path.starts_with("/etc/modules-load.d/")
         || path == "/etc/sysctl.d/k8s.conf"
@@ -185,7 +219,7 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
     }
     let host_units: BTreeSet<&str> = tree.services.iter().map(String::as_str).collect();
     for f in &tree.files {
-        let phase = phase_of(spec, node, &f.path);
+        let phase = phase_of(spec, node, tree, &f.path);
         let want = sha256_hex(f.content.as_bytes());
         let change = match facts.files.get(&f.path).and_then(Option::as_ref) {
             None => Some(Change::Add),
@@ -205,7 +239,7 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
     }
     for unit in &tree.services {
         if !facts.services.get(unit).copied().unwrap_or(false) {
-            let phase = unit_phase(spec, node, unit);
+            let phase = unit_phase(spec, node, tree, unit);
             let s = step(&mut steps, node, phase);
             s.restart.remove(unit);
             s.start.insert(unit.clone());
@@ -215,8 +249,10 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
 }
 
 /// The phase a unit is started in on `node`.
-pub fn unit_phase(spec: &Spec, node: &Node, unit: &str) -> Phase {
+pub fn unit_phase(spec: &Spec, node: &Node, tree: &HostTree, unit: &str) -> Phase {
     match unit {
+        "kubeha-etcd-proxy.service" => Phase::EtcdProxy,
+        "kubelet.service" if node.has(Role::ControlPlane) && has_static_proxy(tree) => Phase::EtcdProxy,
         "etcd.service" => Phase::Etcd,
         "haproxy.service" | "keepalived.service" => Phase::LoadBalancer,
         "containerd.service" => Phase::NodePrep,

@@ -32,7 +32,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use command::{Command, DEFAULT_TIMEOUT, Output, shell_join, shell_quote};
 pub use error::{Detail, TransportError};
-pub use files::{FileFacts, sha256_hex};
+pub use files::{FileFacts, UploadFile, sha256_hex, upload_many};
 pub use local::LocalTransport;
 pub use parallel::{DEFAULT_PARALLELISM, for_each_host};
 pub use ssh::SshTransport;

@@ -5,6 +5,8 @@ mod ca;
 mod init;
 mod lab;
 mod render;
+mod status;
+mod up;
 mod service;
 mod validate;
 
@@ -26,6 +28,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Validate => validate::run(g),
         Command::Render(a) => render::run(g, &a),
         Command::Ca(c) => ca::run(g, &c),
+        Command::Plan(a) => up::run(g, &a, true),
+        Command::Up(a) => up::run(g, &a, false),
+        Command::Status => status::run(g),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "kubeha", &mut std::io::stdout());

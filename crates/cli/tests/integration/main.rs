@@ -4,5 +4,6 @@ mod harness;
 
 mod ca;
 mod cli;
+mod lab;
 mod render;
 mod validate;
