@@ -26,4 +26,4 @@ pub use ids::{CaId, LeafId, LeafKind};
 pub use issue::{BACKDATE, issue_in_memory};
 pub use materials::{CertPair, Materials, Secrets, ServiceAccountKeys};
 pub use profile::{ExtKeyUsage, LeafProfile, leaf_ids, leaf_profile, leaf_profiles};
-pub use store::{IssueReason, IssueReport, Store, StoreOptions, open};
+pub use store::{IssueReason, IssueReport, StateView, Store, StoreOptions, open};
