@@ -359,6 +359,7 @@ fn preflight(spec: &Spec, observed: &[Observed]) -> Result<Vec<String>, ApplyErr
                 "haproxy.service" => {
                     let mut p = vec![spec.endpoint.port];
                     p.extend(spec.load_balancer.as_ref().map(|l| l.stats_port));
+                    p.extend(spec.load_balancer.as_ref().and_then(|l| l.etcd_port));
                     p
                 }
                 "kubeha-etcd-proxy.service" => vec![2379],

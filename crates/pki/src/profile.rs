@@ -3,6 +3,8 @@
 //! This is kubeadm's `certlist.go` and kubeconfig specs restated (see
 //! `shared/reference/kubeadm-facts.md` §1–2): subjects, extended key usages and SANs, with
 //! DNS names de-duplicated and sorted and IP addresses de-duplicated in insertion order.
+//! One addition to kubeadm: with `loadBalancer.etcdPort` set, the etcd **server** certificates
+//! also name the VIP (and a DNS endpoint), since clients then reach etcd through the LB.
 //! Pure functions: no keys, no time, no disk.
 
 use std::{collections::BTreeSet, net::IpAddr};
@@ -164,7 +166,8 @@ pub fn leaf_profile(spec: &Spec, id: LeafId) -> Option<LeafProfile> {
     };
     let (dns_names, ip_addresses) = match (id.kind, node) {
         (LeafKind::ApiServer, Some(node)) => apiserver_sans(spec, node),
-        (LeafKind::EtcdServer | LeafKind::EtcdPeer, Some(node)) => etcd_sans(node),
+        (LeafKind::EtcdServer, Some(node)) => etcd_server_sans(spec, node),
+        (LeafKind::EtcdPeer, Some(node)) => etcd_sans(node),
         // Node-bound kinds without a node make no sense.
         (LeafKind::ApiServer | LeafKind::EtcdServer | LeafKind::EtcdPeer, None) => return None,
         _ => (Vec::new(), Vec::new()),
@@ -210,6 +213,26 @@ fn etcd_sans(node: &Node) -> (Vec<String>, Vec<IpAddr>) {
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
     ];
+    finish_sans(dns, ips)
+}
+
+/// An etcd member's server certificate: kubeadm's set, plus — only when the LB forwards etcd
+/// (`loadBalancer.etcdPort`) — the VIP, and the endpoint's host when it is a DNS name, because
+/// clients then dial the member through those names. Added after kubeadm's names: DNS names
+/// stay a sorted set, the VIP IP comes after `::1` (first occurrence wins, as everywhere here).
+/// The peer certificate never gets them: peers dial each other's own addresses.
+fn etcd_server_sans(spec: &Spec, node: &Node) -> (Vec<String>, Vec<IpAddr>) {
+    let (mut dns, mut ips) = etcd_sans(node);
+    if let Some(lb) = spec
+        .load_balancer
+        .as_ref()
+        .filter(|l| l.etcd_port.is_some())
+    {
+        ips.push(lb.vip);
+        if let EndpointHost::Dns(name) = &spec.endpoint.host {
+            dns.push(name.clone());
+        }
+    }
     finish_sans(dns, ips)
 }
 
@@ -353,6 +376,81 @@ mod tests {
         );
         assert!(c.dns_names.is_empty() && c.ip_addresses.is_empty());
         assert!(leaf_profile(&s, LeafId::new("nope", LeafKind::AdminConf)).is_none());
+    }
+
+    fn ip_strings(p: &LeafProfile) -> Vec<String> {
+        p.ip_addresses.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn etcd_server_sans_carry_the_vip_only_with_etcd_port() {
+        // Without etcdPort: kubeadm's set, no VIP, on server and peer alike.
+        let s = spec("examples/external-etcd.yaml");
+        assert_eq!(s.load_balancer.as_ref().unwrap().etcd_port, None);
+        for kind in [LeafKind::EtcdServer, LeafKind::EtcdPeer] {
+            let p = leaf_profile(&s, LeafId::new("ext-etcd-1", kind)).unwrap();
+            assert_eq!(p.dns_names, ["ext-etcd-1", "localhost"], "{kind:?}");
+            assert_eq!(
+                ip_strings(&p),
+                ["10.10.0.11", "127.0.0.1", "::1"],
+                "{kind:?}"
+            );
+        }
+
+        // The lab sets etcdPort: the server certificate names the VIP, last; the peer does not.
+        let lab = spec("examples/lab.yaml");
+        assert_eq!(lab.load_balancer.as_ref().unwrap().etcd_port, Some(2379));
+        for m in ["etcd-1", "etcd-2", "etcd-3"] {
+            let server = leaf_profile(&lab, LeafId::new(m, LeafKind::EtcdServer)).unwrap();
+            let addr = lab.node(m).unwrap().address.to_string();
+            assert_eq!(
+                ip_strings(&server),
+                [addr.as_str(), "127.0.0.1", "::1", "198.18.0.100"]
+            );
+            assert_eq!(server.dns_names, [m, "localhost"]);
+            let peer = leaf_profile(&lab, LeafId::new(m, LeafKind::EtcdPeer)).unwrap();
+            assert_eq!(ip_strings(&peer), [addr.as_str(), "127.0.0.1", "::1"]);
+            assert_eq!(peer.dns_names, [m, "localhost"]);
+        }
+        // Nothing else changes with etcdPort: the API server's SANs are the same.
+        let mut no_port = lab.clone();
+        no_port.load_balancer.as_mut().unwrap().etcd_port = None;
+        let api = LeafId::new("cp-1", LeafKind::ApiServer);
+        assert_eq!(leaf_profile(&lab, api.clone()), leaf_profile(&no_port, api));
+        let server = leaf_profile(&no_port, LeafId::new("etcd-1", LeafKind::EtcdServer)).unwrap();
+        assert_eq!(ip_strings(&server), ["198.18.0.11", "127.0.0.1", "::1"]);
+
+        // A DNS endpoint joins the sorted DNS names (the VIP still comes from loadBalancer).
+        let src = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/external-etcd.yaml"),
+        )
+        .unwrap()
+        .replace(
+            "controlPlaneEndpoint: 10.10.0.100:6443",
+            "controlPlaneEndpoint: api.k8s.local:6443",
+        )
+        .replace("  statsPort: 8404", "  statsPort: 8404\n  etcdPort: 2379");
+        let s = kubeha_spec::load_str(&src, Path::new("test.yaml"))
+            .unwrap()
+            .spec;
+        let p = leaf_profile(&s, LeafId::new("ext-etcd-2", LeafKind::EtcdServer)).unwrap();
+        assert_eq!(p.dns_names, ["api.k8s.local", "ext-etcd-2", "localhost"]);
+        assert_eq!(
+            ip_strings(&p),
+            ["10.10.0.12", "127.0.0.1", "::1", "10.10.0.100"]
+        );
+        let peer = leaf_profile(&s, LeafId::new("ext-etcd-2", LeafKind::EtcdPeer)).unwrap();
+        assert_eq!(peer.dns_names, ["ext-etcd-2", "localhost"]);
+        // Toggling etcdPort changes the server profile, so the store re-issues it.
+        let before = leaf_profile(
+            &spec("examples/external-etcd.yaml"),
+            LeafId::new("ext-etcd-2", LeafKind::EtcdServer),
+        )
+        .unwrap();
+        assert_ne!(
+            before.fingerprint(KeyAlgorithm::EcdsaP256, 8760, b"ca"),
+            p.fingerprint(KeyAlgorithm::EcdsaP256, 8760, b"ca")
+        );
     }
 
     #[test]

@@ -74,3 +74,62 @@ fn external_etcd_spec_gets_every_leaf() {
     check_materials(&spec, &m, now);
     openssl_verify_all(&m, tempfile::tempdir().unwrap().path());
 }
+
+/// `loadBalancer.etcdPort` (the lab sets it): every etcd server certificate also names the VIP,
+/// and openssl accepts it for a client dialing the VIP; the peer certificates, and the server
+/// certificates of a spec without the field, do not name it.
+#[test]
+fn etcd_server_cert_names_the_vip_only_with_etcd_port() {
+    use kubeha_pki::{LeafId, LeafKind};
+    use std::net::IpAddr;
+    use x509_parser::prelude::FromDer;
+
+    let vip: IpAddr = "198.18.0.100".parse().unwrap();
+    let with = example("lab.yaml", KeyAlgorithm::EcdsaP256);
+    assert_eq!(with.load_balancer.as_ref().unwrap().etcd_port, Some(2379));
+    let mut without = with.clone();
+    without.load_balancer.as_mut().unwrap().etcd_port = None;
+    let dir = tempfile::tempdir().unwrap();
+    for (spec, want_vip) in [(&with, true), (&without, false)] {
+        let now = now();
+        let m = issue_in_memory(spec, now).unwrap();
+        check_materials(spec, &m, now);
+        let ca = dir.path().join("etcd-ca.crt");
+        std::fs::write(&ca, &m.ca(kubeha_pki::CaId::Etcd).unwrap().cert_pem).unwrap();
+        for member in ["etcd-1", "etcd-2", "etcd-3"] {
+            for (kind, want) in [
+                (LeafKind::EtcdServer, want_vip),
+                (LeafKind::EtcdPeer, false),
+            ] {
+                let pem_text = &m.leaf(&LeafId::new(member, kind)).unwrap().cert_pem;
+                let der = der(pem_text);
+                let (_, c) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+                let (_, ips) = sans(&c);
+                assert_eq!(ips.contains(&vip), want, "{member} {kind:?}: {ips:?}");
+                let addr = spec.node(member).unwrap().address;
+                assert_eq!(ips[0], addr, "{member} {kind:?}: its own address first");
+                // openssl's host check, as a TLS client dialing the VIP performs it.
+                let cert = dir.path().join(format!("{member}.crt"));
+                std::fs::write(&cert, pem_text).unwrap();
+                let (ok, out) = openssl(&[
+                    "verify",
+                    "-CAfile",
+                    ca.to_str().unwrap(),
+                    "-verify_ip",
+                    "198.18.0.100",
+                    cert.to_str().unwrap(),
+                ]);
+                assert_eq!(ok, want, "{member} {kind:?} -verify_ip VIP:\n{out}");
+                let (ok, out) = openssl(&[
+                    "verify",
+                    "-CAfile",
+                    ca.to_str().unwrap(),
+                    "-verify_ip",
+                    &addr.to_string(),
+                    cert.to_str().unwrap(),
+                ]);
+                assert!(ok, "{member} {kind:?} -verify_ip own address:\n{out}");
+            }
+        }
+    }
+}

@@ -189,8 +189,18 @@ fn phase_of_path(spec: &Spec, node: &Node, path: &str) -> Phase {
 }
 
 /// The unit that must restart when `path` changes, if any.
-pub fn unit_for(path: &str) -> Option<&'static str> {
-    if path == "/etc/systemd/system/etcd.service" || path.starts_with("/etc/etcd/") || path.starts_with("/etc/kubernetes/pki/etcd/server") || path.starts_with("/etc/kubernetes/pki/etcd/peer") || path == "/etc/kubernetes/pki/etcd/ca.crt" {
+pub fn unit_for(path: &str) -> Option<&str> {
+    // A unit file (or a drop-in for it) restarts the unit itself.
+    if let Some(rest) = path.strip_prefix("/etc/systemd/system/") {
+        let unit = rest.split('/').next().unwrap_or(rest);
+        if let Some(u) = unit.strip_suffix(".d") {
+            return Some(u);
+        }
+        if unit.ends_with(".service") {
+            return Some(unit);
+        }
+    }
+    if path.starts_with("/etc/etcd/") || path.starts_with("/etc/kubernetes/pki/etcd/server") || path.starts_with("/etc/kubernetes/pki/etcd/peer") || path == "/etc/kubernetes/pki/etcd/ca.crt" {
         return Some("etcd.service");
     }
     if path.starts_with("/etc/haproxy/") {

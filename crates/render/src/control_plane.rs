@@ -1,7 +1,10 @@
 //! A control-plane node as `kubeadm init` / `kubeadm join --control-plane` leave it: the PKI
 //! set, the kubeconfigs, the static pods for kube-apiserver, kube-controller-manager and
 //! kube-scheduler, the kubelet's files — and, with external etcd reached through the local
-//! proxy, the HAProxy static pod on 127.0.0.1:2379 (guide 000).
+//! proxy, the HAProxy on 127.0.0.1:2379 (guide 000): a static pod by default, or with
+//! `etcd.localProxy: systemd` the unit `kubeha-etcd-proxy.service` running the host's HAProxy
+//! (no kubelet needed, so it can be started and gated before the kubelet; the lab, which has no
+//! kubelet, runs it this way). Both read the same `haproxy.cfg`.
 //!
 //! CA-trust volumes: kubeadm mounts `/etc/ssl/certs` plus whichever of five distro CA
 //! directories exist on the host when it runs. Rendering cannot look, so kubeha mounts the
@@ -12,7 +15,9 @@
 use std::collections::BTreeMap;
 
 use kubeha_pki::{CaId, LeafKind};
-use kubeha_spec::{EtcdAccess, EtcdTopology, KubeVersion, Node, Spec, bracket};
+use kubeha_spec::{
+    EtcdAccess, EtcdProxyDeployment, EtcdTopology, KubeVersion, Node, Spec, bracket,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -30,6 +35,14 @@ pub const ETCD_PROXY_CONFIG: &str = "/etc/kubernetes/etcd-proxy/haproxy.cfg";
 /// Annotation carrying the config's SHA-256, so a config change changes the manifest and the
 /// kubelet restarts the pod.
 pub const ETCD_PROXY_HASH_ANNOTATION: &str = "kubeha.io/etcd-proxy-config-sha256";
+/// The static pod of `etcd.localProxy: static-pod`.
+pub const ETCD_PROXY_MANIFEST: &str = "/etc/kubernetes/manifests/etcd-proxy.yaml";
+/// The unit of `etcd.localProxy: systemd`.
+pub const ETCD_PROXY_SERVICE: &str = "kubeha-etcd-proxy.service";
+pub const ETCD_PROXY_UNIT_PATH: &str = "/etc/systemd/system/kubeha-etcd-proxy.service";
+/// Debian's HAProxy binary (package `haproxy`), which the unit runs.
+pub const ETCD_PROXY_BINARY: &str = "/usr/sbin/haproxy";
+pub const ETCD_PROXY_PIDFILE: &str = "/run/kubeha-etcd-proxy.pid";
 
 const APISERVER_ADVERTISE_ANNOTATION: &str =
     "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint";
@@ -48,7 +61,12 @@ pub fn files(cx: Ctx<'_>, node: &Node) -> Result<Vec<HostFile>> {
     }
     if uses_etcd_proxy(cx.spec) {
         let cfg = etcd_proxy_config(cx, node);
-        files.push(staticpod::manifest_for(&etcd_proxy(&cfg), version)?);
+        match cx.spec.etcd.local_proxy {
+            EtcdProxyDeployment::StaticPod => {
+                files.push(staticpod::manifest_for(&etcd_proxy(&cfg), version)?)
+            }
+            EtcdProxyDeployment::Systemd => files.push(etcd_proxy_unit(cx.spec, node)),
+        }
         files.push(HostFile::public(ETCD_PROXY_CONFIG, cfg));
     }
     files.extend(kubelet::files(cx, node)?);
@@ -117,6 +135,21 @@ pub fn kubeconfig_files(cx: Ctx<'_>, node: &Node) -> Result<Vec<HostFile>> {
 /// External etcd reached through the per-node HAProxy on 127.0.0.1:2379.
 pub fn uses_etcd_proxy(spec: &Spec) -> bool {
     spec.topology == EtcdTopology::External && spec.etcd.apiserver_access == EtcdAccess::LocalProxy
+}
+
+/// The local etcd proxy runs as [`ETCD_PROXY_SERVICE`] (not as a static pod).
+pub fn uses_systemd_etcd_proxy(spec: &Spec) -> bool {
+    uses_etcd_proxy(spec) && spec.etcd.local_proxy == EtcdProxyDeployment::Systemd
+}
+
+/// Units a control plane runs besides containerd and the kubelet, in start order: the systemd
+/// etcd proxy, which design.md's bring-up starts and gates before the kubelet.
+pub fn services(spec: &Spec) -> Vec<String> {
+    if uses_systemd_etcd_proxy(spec) {
+        vec![ETCD_PROXY_SERVICE.into()]
+    } else {
+        vec![]
+    }
 }
 
 /// `--etcd-servers`: the local member (stacked), the local proxy, or every member.
@@ -386,6 +419,9 @@ pub fn scheduler(cx: Ctx<'_>) -> Component {
 /// container, no `user`/`group`: the image already runs as `haproxy`); client/server timeouts
 /// of 1h so idle watch streams are not cut (the apiserver's etcd client also pings every 30s);
 /// sessions to a member marked down are closed so the apiserver reconnects to a live one.
+///
+/// The systemd unit ([`etcd_proxy_unit`]) reads this very file: stdout goes to the journal
+/// there (or to the lab supervisor's log), and HAProxy stays root, as the unit starts it.
 pub fn etcd_proxy_config(cx: Ctx<'_>, node: &Node) -> String {
     let mut servers = String::new();
     for m in cx.spec.etcd_members() {
@@ -459,6 +495,45 @@ pub fn etcd_proxy(config: &str) -> Component {
     }
 }
 
+/// `kubeha-etcd-proxy.service` (`etcd.localProxy: systemd`): the host's HAProxy in
+/// master-worker mode with systemd notification (`-Ws`, `Type=notify`, as Debian's own
+/// `haproxy.service` runs it), so "started" means the proxy is listening. `Before=kubelet.service`
+/// keeps the boot order of design.md's bring-up (proxy first, then the API server's kubelet);
+/// restarts never give up, since the API server cannot reach etcd without it. No shell: the
+/// command line is exactly what runs, in systemd and in the lab supervisor alike.
+pub fn etcd_proxy_unit(spec: &Spec, node: &Node) -> HostFile {
+    let text = format!(
+        "# Local etcd proxy of control plane {name} (cluster {cluster}), rendered by kubeha.\n\
+         # 127.0.0.1:2379 -> every etcd member; config in {ETCD_PROXY_CONFIG}.\n\
+         [Unit]\n\
+         Description=kubeha local etcd proxy on {name} ({cluster})\n\
+         Documentation=man:haproxy(1)\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         Before=kubelet.service\n\
+         StartLimitIntervalSec=0\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         ExecStart={ETCD_PROXY_BINARY} -Ws -f {ETCD_PROXY_CONFIG} -p {ETCD_PROXY_PIDFILE}\n\
+         ExecReload={ETCD_PROXY_BINARY} -Ws -f {ETCD_PROXY_CONFIG} -c -q\n\
+         ExecReload=/bin/kill -USR2 $MAINPID\n\
+         KillMode=mixed\n\
+         SuccessExitStatus=143\n\
+         Restart=always\n\
+         RestartSec=2s\n\
+         NoNewPrivileges=true\n\
+         ProtectSystem=full\n\
+         ProtectHome=true\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        name = node.name,
+        cluster = spec.name,
+    );
+    HostFile::public(ETCD_PROXY_UNIT_PATH, text)
+}
+
 /// Example specs with real (ECDSA) certificates, issued once per test binary.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -522,11 +597,17 @@ pub(crate) mod fixtures {
         static F: OnceLock<Fixture> = OnceLock::new();
         F.get_or_init(|| issue(load("stacked.yaml")))
     }
+
+    /// `examples/lab.yaml` (external etcd, `localProxy: systemd`, `etcdPort: 2379`).
+    pub(crate) fn lab() -> &'static Fixture {
+        static F: OnceLock<Fixture> = OnceLock::new();
+        F.get_or_init(|| issue(load("lab.yaml")))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use kubeha_spec::{EtcdAccess, KubeVersion, Role};
+    use kubeha_spec::{EtcdAccess, EtcdProxyDeployment, KubeVersion, Role};
 
     use super::{fixtures::*, *};
     use crate::Ctx;
@@ -642,21 +723,224 @@ mod tests {
             eprintln!("skipping: no {}", haproxy.display());
             return;
         }
-        let f = external();
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, etcd_proxy_config(f.cx(), f.node("cp-1"))).expect("write");
+        let mut checked = 0;
+        // The static pod's config (external example) and the systemd unit's (the lab): the
+        // file the unit's ExecStart names is the one rendered at that path.
+        for (label, f) in [("external", external()), ("lab", lab())] {
+            for cp in f.spec.control_planes() {
+                let files = files(f.cx(), cp).expect("files");
+                let cfg = &find(&files, ETCD_PROXY_CONFIG).content;
+                assert_eq!(*cfg, etcd_proxy_config(f.cx(), cp));
+                let path = dir.path().join(format!("{label}-{}.cfg", cp.name));
+                std::fs::write(&path, cfg).expect("write");
+                let out = std::process::Command::new(haproxy)
+                    .arg("-c")
+                    .arg("-f")
+                    .arg(&path)
+                    .output()
+                    .expect("haproxy -c");
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(out.status.success(), "{label} {}: {text}", cp.name);
+                assert!(
+                    !text.contains("WARNING") && !text.contains("ALERT"),
+                    "haproxy -c warns on {label} {}: {text}",
+                    cp.name
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+        // The check can fail: a broken file is rejected.
+        let bad = dir.path().join("bad.cfg");
+        std::fs::write(
+            &bad,
+            "frontend x\n    bind 127.0.0.1:2379\n    bogus_keyword 1\n",
+        )
+        .expect("write");
         let out = std::process::Command::new(haproxy)
             .arg("-c")
             .arg("-f")
-            .arg(&path)
+            .arg(&bad)
             .output()
             .expect("haproxy -c");
+        assert!(!out.status.success(), "haproxy -c accepted a bad config");
+    }
+
+    fn with_local_proxy(base: &Spec, mode: EtcdProxyDeployment) -> Spec {
+        let mut spec = base.clone();
+        spec.etcd.local_proxy = mode;
+        spec
+    }
+
+    #[test]
+    fn systemd_etcd_proxy_is_a_unit_instead_of_a_static_pod() {
+        let ext = external();
+        let cp = ext.node("cp-1");
+        assert_eq!(ext.spec.etcd.local_proxy, EtcdProxyDeployment::StaticPod);
+        let pod_files = files(ext.cx(), cp).expect("files");
+        assert!(has(&pod_files, ETCD_PROXY_MANIFEST));
+        assert!(!has(&pod_files, ETCD_PROXY_UNIT_PATH));
+        assert!(services(&ext.spec).is_empty());
+
+        let sd = with_local_proxy(&ext.spec, EtcdProxyDeployment::Systemd);
+        let sd_files = files(Ctx::new(&sd, &ext.materials), cp).expect("files");
+        assert!(!has(&sd_files, ETCD_PROXY_MANIFEST));
+        let unit = find(&sd_files, ETCD_PROXY_UNIT_PATH);
+        assert_eq!(
+            (unit.mode, unit.owner.as_str(), unit.sensitive),
+            (0o644, "root:root", false)
+        );
+        // The same haproxy.cfg either way.
+        assert_eq!(
+            find(&sd_files, ETCD_PROXY_CONFIG),
+            find(&pod_files, ETCD_PROXY_CONFIG)
+        );
+        // Nothing else differs: same paths but the manifest/unit swap.
+        let paths = |fs: &[HostFile]| -> Vec<String> {
+            fs.iter()
+                .map(|f| f.path.clone())
+                .filter(|p| p != ETCD_PROXY_MANIFEST && p != ETCD_PROXY_UNIT_PATH)
+                .collect()
+        };
+        assert_eq!(paths(&sd_files), paths(&pod_files));
+        assert_eq!(services(&sd), [ETCD_PROXY_SERVICE]);
+
+        // Direct access or the stacked topology: no proxy at all, whatever localProxy says.
+        let mut direct = with_local_proxy(&ext.spec, EtcdProxyDeployment::Systemd);
+        direct.etcd.apiserver_access = EtcdAccess::Direct;
+        let files_direct = files(Ctx::new(&direct, &ext.materials), cp).expect("files");
+        assert!(!files_direct.iter().any(|f| f.path.contains("etcd-proxy")));
+        assert!(services(&direct).is_empty());
+        let st = stacked();
+        let st_sd = with_local_proxy(&st.spec, EtcdProxyDeployment::Systemd);
+        let files_st = files(Ctx::new(&st_sd, &st.materials), st.node("master-1")).expect("files");
+        assert!(!files_st.iter().any(|f| f.path.contains("etcd-proxy")));
+        assert!(services(&st_sd).is_empty());
+    }
+
+    #[test]
+    fn systemd_etcd_proxy_unit_runs_haproxy_without_a_shell() {
+        let f = lab();
+        let unit = etcd_proxy_unit(&f.spec, f.node("cp-2")).content;
+        let lines: Vec<&str> = unit.lines().collect();
+        let exec: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("ExecStart="))
+            .collect();
+        assert_eq!(
+            exec,
+            [
+                &"ExecStart=/usr/sbin/haproxy -Ws -f /etc/kubernetes/etcd-proxy/haproxy.cfg -p /run/kubeha-etcd-proxy.pid"
+            ]
+        );
+        for want in [
+            "[Unit]",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "Before=kubelet.service",
+            "[Service]",
+            "Type=notify",
+            "Restart=always",
+            "[Install]",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(lines.contains(&want), "{want} in\n{unit}");
+        }
         assert!(
-            out.status.success(),
+            !unit.contains("sh -c") && !unit.contains("/bin/sh"),
+            "{unit}"
+        );
+        assert!(unit.contains("control plane cp-2 (cluster lab)"), "{unit}");
+    }
+
+    /// `systemd-analyze verify` parses the unit as systemd would (offline: nothing starts).
+    #[test]
+    fn systemd_etcd_proxy_unit_passes_systemd_analyze() {
+        let analyze = Path::new("/usr/bin/systemd-analyze");
+        if !analyze.exists() {
+            eprintln!("skipping: no {}", analyze.display());
+            return;
+        }
+        let f = lab();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(ETCD_PROXY_SERVICE);
+        std::fs::write(&path, etcd_proxy_unit(&f.spec, f.node("cp-1")).content).expect("write");
+        let out = std::process::Command::new(analyze)
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze verify");
+        let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(
+            !text.contains(&format!("{}:", path.display())),
+            "systemd-analyze complains:\n{text}"
+        );
+        // The check can fail: an unknown key is reported with the file's path.
+        std::fs::write(
+            &path,
+            "[Service]\nExecStart=/usr/sbin/haproxy -v\nBogusKey=1\n",
+        )
+        .expect("write");
+        let out = std::process::Command::new(analyze)
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze verify");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("BogusKey"));
+    }
+
+    #[test]
+    fn lab_control_planes_start_the_systemd_proxy_before_the_kubelet() {
+        let f = lab();
+        assert_eq!(f.spec.etcd.local_proxy, EtcdProxyDeployment::Systemd);
+        for node in &f.spec.nodes {
+            let tree = crate::render_host(f.cx(), node).expect("render");
+            let has_unit = tree.files.iter().any(|x| x.path == ETCD_PROXY_UNIT_PATH);
+            assert!(
+                !tree.files.iter().any(|x| x.path == ETCD_PROXY_MANIFEST),
+                "{}",
+                node.name
+            );
+            if node.has(Role::ControlPlane) {
+                assert!(has_unit, "{}", node.name);
+                assert!(tree.files.iter().any(|x| x.path == ETCD_PROXY_CONFIG));
+                assert_eq!(
+                    tree.services,
+                    [ETCD_PROXY_SERVICE, "containerd.service", "kubelet.service"],
+                    "{}",
+                    node.name
+                );
+            } else {
+                assert!(!has_unit, "{}", node.name);
+                assert!(
+                    !tree.services.iter().any(|s| s == ETCD_PROXY_SERVICE),
+                    "{}",
+                    node.name
+                );
+            }
+        }
+        // The static-pod proxy adds no service: the kubelet runs it.
+        let ext = external();
+        let tree = crate::render_host(ext.cx(), ext.node("cp-1")).expect("render");
+        assert_eq!(tree.services, ["containerd.service", "kubelet.service"]);
+        let sd = with_local_proxy(&ext.spec, EtcdProxyDeployment::Systemd);
+        let tree =
+            crate::render_host(Ctx::new(&sd, &ext.materials), ext.node("cp-1")).expect("render");
+        let pos = |s: &str| tree.services.iter().position(|x| x == s).expect(s);
+        assert!(
+            pos(ETCD_PROXY_SERVICE) < pos("kubelet.service"),
+            "{:?}",
+            tree.services
         );
     }
 
@@ -885,7 +1169,7 @@ mod tests {
 
     #[test]
     fn rendered_hosts_merge_without_conflict_and_round_trip() {
-        for f in [external(), stacked()] {
+        for f in [external(), stacked(), lab()] {
             for node in &f.spec.nodes {
                 let tree = crate::render_host(f.cx(), node)
                     .unwrap_or_else(|e| panic!("{}: {e}", node.name));
@@ -930,7 +1214,11 @@ mod tests {
     #[test]
     fn kubeconfigs_read_by_kubectl() {
         let kubectl = Path::new("/usr/bin/kubectl");
-        assert!(kubectl.exists(), "the kubeconfig check needs the machine's kubectl at {}", kubectl.display());
+        assert!(
+            kubectl.exists(),
+            "the kubeconfig check needs the machine's kubectl at {}",
+            kubectl.display()
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         for f in [external(), stacked()] {
             let init = f.spec.init_control_plane().expect("init");
@@ -1044,6 +1332,12 @@ mod tests {
             get("/etc/kubernetes/manifests/etcd-proxy.yaml")
         );
         insta::assert_snapshot!("etcd-proxy-haproxy.cfg", get(ETCD_PROXY_CONFIG));
+        let lab = lab();
+        let lab_files = super::files(lab.cx(), lab.node("cp-1")).expect("files");
+        insta::assert_snapshot!(
+            "kubeha-etcd-proxy.service",
+            find(&lab_files, ETCD_PROXY_UNIT_PATH).content.clone()
+        );
         insta::assert_snapshot!("kubelet-config.yaml", get(kubelet::CONFIG_PATH));
         insta::assert_snapshot!(
             "admin.conf",

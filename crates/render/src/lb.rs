@@ -16,13 +16,19 @@
 //!   where multicast is filtered (many VPS networks).
 //! - The frontend binds `*:<endpoint port>`: HAProxy starts whether or not this LB holds the
 //!   VIP (an LB is never a control plane, so the port is free).
+//! - With `loadBalancer.etcdPort`, a second TCP frontend `etcd` on `*:<etcdPort>` forwards to
+//!   every etcd member's client port 2379, TLS passed through (clients present their etcd
+//!   client certificate to the member, end to end). Backend health is a TCP connect: the
+//!   members require a client certificate for anything over TLS, which the LB does not hold.
+//!   Made for the lab, where no API server can run: the VIP carries real etcd traffic instead,
+//!   and the lab tests check etcd still answers through the VIP after the VIP moves.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use kubeha_spec::{LoadBalancer, Node, Spec, bracket};
 
-use crate::{Ctx, HostFile, RenderError, Result};
+use crate::{Ctx, HostFile, RenderError, Result, etcd::CLIENT_PORT as ETCD_CLIENT_PORT};
 
 /// Debian's packaged unit reads this file; same text on every LB but the stats address.
 pub const HAPROXY_CFG_PATH: &str = "/etc/haproxy/haproxy.cfg";
@@ -124,6 +130,9 @@ pub fn haproxy_cfg(spec: &Spec, node: &Node) -> Result<String, fmt::Error> {
         )?;
     }
     writeln!(s)?;
+    if let Some(port) = spec.load_balancer.as_ref().and_then(|l| l.etcd_port) {
+        etcd_frontend(&mut s, spec, vip, port)?;
+    }
     writeln!(s, "listen stats")?;
     writeln!(
         s,
@@ -136,6 +145,44 @@ pub fn haproxy_cfg(spec: &Spec, node: &Node) -> Result<String, fmt::Error> {
     writeln!(s, "    stats uri /stats")?;
     writeln!(s, "    stats refresh 10s")?;
     Ok(s)
+}
+
+/// `loadBalancer.etcdPort`'s frontend and backend (see the module docs), then a blank line.
+fn etcd_frontend(
+    s: &mut String,
+    spec: &Spec,
+    vip: Option<IpAddr>,
+    port: u16,
+) -> Result<(), fmt::Error> {
+    writeln!(s, "frontend etcd")?;
+    writeln!(s, "    bind {}", bind_any(vip, port))?;
+    writeln!(s, "    # etcd watches stay open for a long time")?;
+    writeln!(s, "    timeout client 2h")?;
+    writeln!(s, "    default_backend etcd-backend")?;
+    writeln!(s)?;
+    writeln!(s, "backend etcd-backend")?;
+    writeln!(s, "    balance roundrobin")?;
+    writeln!(s, "    timeout server 2h")?;
+    writeln!(
+        s,
+        "    # TLS passes through: a member is up when its client port accepts connections"
+    )?;
+    writeln!(s, "    option tcp-check")?;
+    writeln!(s, "    tcp-check connect")?;
+    writeln!(
+        s,
+        "    default-server check inter 2s fall 3 rise 2 on-marked-down shutdown-sessions"
+    )?;
+    for m in spec.etcd_members() {
+        writeln!(
+            s,
+            "    server {} {}:{ETCD_CLIENT_PORT}",
+            m.name,
+            bracket(m.address)
+        )?;
+    }
+    writeln!(s)?;
+    Ok(())
 }
 
 /// `/etc/keepalived/keepalived.conf` for `node`; `auth` is the shared VRRP password.
@@ -234,6 +281,7 @@ mod tests {
     fn example(name: &str) -> Spec {
         let text = match name {
             "external" => include_str!("../../../examples/external-etcd.yaml"),
+            "lab" => include_str!("../../../examples/lab.yaml"),
             _ => include_str!("../../../examples/stacked.yaml"),
         };
         match kubeha_spec::load_str(text, Path::new(name)) {
@@ -383,6 +431,80 @@ mod tests {
         assert!(!dbg.contains(AUTH), "{dbg}");
     }
 
+    /// The `frontend etcd` .. next blank line of a rendered haproxy.cfg, and its backend.
+    fn etcd_sections(cfg: &str) -> Option<(&str, &str)> {
+        let front = cfg.split("\nfrontend etcd\n").nth(1)?;
+        let front = front.split("\n\n").next()?;
+        let back = cfg.split("\nbackend etcd-backend\n").nth(1)?;
+        let back = back.split("\n\n").next()?;
+        Some((front, back))
+    }
+
+    #[test]
+    fn etcd_frontend_only_with_etcd_port() {
+        for name in ["external", "stacked"] {
+            let spec = example(name);
+            assert_eq!(spec.load_balancer.as_ref().and_then(|l| l.etcd_port), None);
+            for lb in spec.lbs() {
+                let cfg = get(&render(&spec, &lb.name), HAPROXY_CFG_PATH).to_string();
+                assert!(etcd_sections(&cfg).is_none(), "{name} {}:\n{cfg}", lb.name);
+                assert!(!cfg.contains(":2379"), "{cfg}");
+            }
+        }
+        let spec = example("lab");
+        assert_eq!(
+            spec.load_balancer.as_ref().and_then(|l| l.etcd_port),
+            Some(2379)
+        );
+        for (lb, addr) in [("lb-1", "198.18.0.101"), ("lb-2", "198.18.0.102")] {
+            let cfg = get(&render(&spec, lb), HAPROXY_CFG_PATH).to_string();
+            let (front, back) =
+                etcd_sections(&cfg).unwrap_or_else(|| panic!("no etcd frontend in\n{cfg}"));
+            assert_eq!(line_with(front, "bind "), "bind *:2379");
+            assert_eq!(line_with(front, "timeout client"), "timeout client 2h");
+            assert_eq!(
+                line_with(front, "default_backend"),
+                "default_backend etcd-backend"
+            );
+            assert_eq!(line_with(back, "balance"), "balance roundrobin");
+            assert_eq!(line_with(back, "timeout server"), "timeout server 2h");
+            assert_eq!(line_with(back, "option "), "option tcp-check");
+            assert!(
+                line_with(back, "default-server").contains("check inter 2s fall 3 rise 2"),
+                "{back}"
+            );
+            let servers: Vec<&str> = back
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("server "))
+                .collect();
+            assert_eq!(
+                servers,
+                [
+                    "server etcd-1 198.18.0.11:2379",
+                    "server etcd-2 198.18.0.12:2379",
+                    "server etcd-3 198.18.0.13:2379"
+                ]
+            );
+            // The API frontend and the stats page are untouched.
+            assert!(cfg.contains("frontend k8s-api\n    bind *:6443\n"), "{cfg}");
+            let stats = cfg.split("listen stats").nth(1).unwrap_or_default();
+            assert_eq!(line_with(stats, "bind "), format!("bind {addr}:8404"));
+        }
+        // Another port, and the stacked topology (members are the control planes).
+        let mut stacked = example("stacked");
+        if let Some(l) = stacked.load_balancer.as_mut() {
+            l.etcd_port = Some(12379);
+        }
+        let cfg = get(&render(&stacked, "lb-a"), HAPROXY_CFG_PATH).to_string();
+        let (front, back) = etcd_sections(&cfg).unwrap_or_else(|| panic!("{cfg}"));
+        assert_eq!(line_with(front, "bind "), "bind *:12379");
+        assert_eq!(
+            line_with(back, "server "),
+            "server master-1 10.20.0.11:2379"
+        );
+    }
+
     // --- the real tools ------------------------------------------------------------------
 
     fn tool(path: &str) -> &str {
@@ -448,16 +570,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let iface = local_interface();
         let mut checked = 0;
-        for example_name in ["external", "stacked"] {
+        let mut with_etcd_frontend = 0;
+        for example_name in ["external", "stacked", "lab"] {
             let spec = example(example_name);
             for lb in spec.lbs() {
                 let files = render(&spec, &lb.name);
                 let tag = format!("{example_name}-{}", lb.name);
-                let (ok, out) = haproxy_check(
-                    dir.path(),
-                    &format!("{tag}.cfg"),
-                    get(&files, HAPROXY_CFG_PATH),
-                );
+                let cfg = get(&files, HAPROXY_CFG_PATH);
+                if cfg.contains("\nfrontend etcd\n") {
+                    with_etcd_frontend += 1;
+                }
+                let (ok, out) = haproxy_check(dir.path(), &format!("{tag}.cfg"), cfg);
                 assert!(ok, "haproxy -c rejects {tag}:\n{out}");
                 assert!(
                     !out.contains("WARNING") && !out.contains("ALERT"),
@@ -475,7 +598,9 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 4);
+        assert_eq!(checked, 6);
+        // The lab's two LBs carry the etcd frontend (loadBalancer.etcdPort).
+        assert_eq!(with_etcd_frontend, 2);
         // The checks can fail: a broken file is rejected by both tools.
         let (ok, _) = haproxy_check(
             dir.path(),
@@ -507,5 +632,12 @@ mod tests {
             get(&lb2, KEEPALIVED_CONF_PATH).replace(AUTH, "<keepalived-auth>")
         );
         insta::assert_snapshot!("sysctl_lb", get(&lb2, SYSCTL_PATH));
+    }
+
+    #[test]
+    fn snapshot_lab_with_etcd_frontend() {
+        let spec = example("lab");
+        let lb1 = render(&spec, "lb-1");
+        insta::assert_snapshot!("haproxy_cfg_lab_lb1", get(&lb1, HAPROXY_CFG_PATH));
     }
 }

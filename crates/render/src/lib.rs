@@ -38,17 +38,23 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn ca(&self, id: CaId) -> Result<&'a CertPair> {
-        self.materials.ca(id).ok_or(RenderError::MissingCa { ca: id })
+        self.materials
+            .ca(id)
+            .ok_or(RenderError::MissingCa { ca: id })
     }
 
     pub fn leaf(&self, node: &Node, kind: LeafKind) -> Result<&'a CertPair> {
         let id = LeafId::new(&node.name, kind);
-        self.materials.leaf(&id).ok_or(RenderError::MissingLeaf { leaf: id })
+        self.materials
+            .leaf(&id)
+            .ok_or(RenderError::MissingLeaf { leaf: id })
     }
 
     pub fn operator_leaf(&self, kind: LeafKind) -> Result<&'a CertPair> {
         let id = LeafId::operator(kind);
-        self.materials.leaf(&id).ok_or(RenderError::MissingLeaf { leaf: id })
+        self.materials
+            .leaf(&id)
+            .ok_or(RenderError::MissingLeaf { leaf: id })
     }
 }
 
@@ -98,6 +104,9 @@ pub fn render_host(cx: Ctx<'_>, node: &Node) -> Result<HostTree> {
     }
     if node.has(Role::ControlPlane) {
         parts.extend(control_plane::files(cx, node)?);
+        // The systemd etcd proxy goes before containerd and the kubelet: the bring-up starts
+        // and gates it before the API server's static pod.
+        services.extend(control_plane::services(cx.spec));
     }
     if node.has(Role::Worker) && !node.has(Role::ControlPlane) {
         parts.extend(worker::files(cx, node)?);
@@ -110,7 +119,10 @@ pub fn render_host(cx: Ctx<'_>, node: &Node) -> Result<HostTree> {
     for f in parts {
         match by_path.get(&f.path) {
             Some(existing) if *existing != f => {
-                return Err(RenderError::Conflict { node: node.name.clone(), path: f.path });
+                return Err(RenderError::Conflict {
+                    node: node.name.clone(),
+                    path: f.path,
+                });
             }
             _ => {
                 by_path.insert(f.path.clone(), f);
@@ -119,5 +131,9 @@ pub fn render_host(cx: Ctx<'_>, node: &Node) -> Result<HostTree> {
     }
     let mut seen = std::collections::BTreeSet::new();
     services.retain(|s| seen.insert(s.clone()));
-    Ok(HostTree { node: node.name.clone(), files: by_path.into_values().collect(), services })
+    Ok(HostTree {
+        node: node.name.clone(),
+        files: by_path.into_values().collect(),
+        services,
+    })
 }

@@ -574,15 +574,22 @@ pub fn bring_up_md(spec: &Spec) -> String {
             "\n## 4. First control plane — `{}` ({})\n",
             first.name, first.address
         );
-        s.push_str("1. PKI under /etc/kubernetes/pki and the kubeconfigs (admin, super-admin, controller-manager, scheduler, kubelet).\n");
         if uses_local_proxy(spec) {
-            s.push_str(
-                "2. The local etcd proxy static pod (127.0.0.1:2379 → every member), **started and \
-                 gated first**: TLS health through 127.0.0.1:2379.\n",
+            let how = match spec.etcd.local_proxy {
+                kubeha_spec::EtcdProxyDeployment::Systemd => "systemd unit `kubeha-etcd-proxy.service`",
+                kubeha_spec::EtcdProxyDeployment::StaticPod => "static pod",
+            };
+            let _ = writeln!(
+                s,
+                "1. The local etcd proxy ({how}: 127.0.0.1:2379 → every member), **started and \
+                 gated first**: TLS health through 127.0.0.1:2379 with `apiserver-etcd-client`."
             );
+            s.push_str("2. PKI under /etc/kubernetes/pki and the kubeconfigs (admin, super-admin, controller-manager, scheduler, kubelet).\n");
         } else if spec.topology == EtcdTopology::Stacked {
+            s.push_str("1. PKI under /etc/kubernetes/pki and the kubeconfigs (admin, super-admin, controller-manager, scheduler, kubelet).\n");
             s.push_str("2. The local etcd member is already up (phase 2).\n");
         } else {
+            s.push_str("1. PKI under /etc/kubernetes/pki and the kubeconfigs (admin, super-admin, controller-manager, scheduler, kubelet).\n");
             s.push_str("2. etcd reachable from this host: TLS health of every member.\n");
         }
         s.push_str(

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use kubeha_spec::{EtcdDeployment, Node, Role, Spec};
 use serde::Serialize;
 
-use crate::{Ctx, HostFile, Result, error::RenderError, file::to_yaml};
+use crate::{Ctx, HostFile, Result, control_plane, error::RenderError, file::to_yaml};
 
 /// Ubuntu release multipass boots (its image alias); the guides are written against 24.04.
 pub const IMAGE: &str = "24.04";
@@ -340,6 +340,15 @@ fn kube_packages(spec: &Spec, node: &Node) -> Vec<&'static str> {
     pkgs
 }
 
+/// [`control_plane::ETCD_PROXY_SERVICE`] without its `.service` suffix.
+const ETCD_PROXY_UNIT: &str = "kubeha-etcd-proxy";
+
+/// Whether `node` is a control plane whose local etcd proxy is the systemd unit
+/// `kubeha-etcd-proxy.service` (it runs the `haproxy` package's binary).
+pub fn runs_systemd_etcd_proxy(spec: &Spec, node: &Node) -> bool {
+    node.has(Role::ControlPlane) && control_plane::uses_systemd_etcd_proxy(spec)
+}
+
 /// systemd units `node` runs, in start order.
 pub fn services(spec: &Spec, node: &Node) -> Vec<&'static str> {
     let mut units = vec![];
@@ -348,6 +357,10 @@ pub fn services(spec: &Spec, node: &Node) -> Vec<&'static str> {
     }
     if node.has(Role::Lb) {
         units.extend(["haproxy", "keepalived"]);
+    }
+    if runs_systemd_etcd_proxy(spec, node) {
+        // Before the kubelet: the proxy must be up before the API server's static pod.
+        units.push(ETCD_PROXY_UNIT);
     }
     if runs_kubelet(spec, node) {
         units.extend(["containerd", "kubelet"]);
@@ -370,12 +383,17 @@ fn packages(spec: &Spec, node: &Node, kube: &[&'static str]) -> Vec<Package> {
                 .map(|p| Package::Pinned([(*p).to_string(), version.clone()])),
         );
     }
-    if spec.is_etcd_member(node) && spec.etcd.deployment == EtcdDeployment::Systemd && spec.etcd.binary == DISTRO_ETCD {
+    if spec.is_etcd_member(node)
+        && spec.etcd.deployment == EtcdDeployment::Systemd
+        && spec.etcd.binary == DISTRO_ETCD
+    {
         // Debian/Ubuntu's etcd-server provides /usr/bin/etcd; etcd-client gives etcdctl.
         pkgs.extend(["etcd-server", "etcd-client"].map(Package::Name));
     }
     if node.has(Role::Lb) {
         pkgs.extend(["haproxy", "keepalived"].map(Package::Name));
+    } else if runs_systemd_etcd_proxy(spec, node) {
+        pkgs.push(Package::Name("haproxy"));
     }
     pkgs
 }
@@ -398,10 +416,15 @@ pub const DISTRO_ETCD: &str = "/usr/bin/etcd";
 
 /// The command that installs the official etcd release next to `etcd.binary`, if needed.
 pub fn etcd_fetch_command(spec: &Spec, node: &Node) -> Option<String> {
-    if !spec.is_etcd_member(node) || spec.etcd.deployment != EtcdDeployment::Systemd || spec.etcd.binary == DISTRO_ETCD {
+    if !spec.is_etcd_member(node)
+        || spec.etcd.deployment != EtcdDeployment::Systemd
+        || spec.etcd.binary == DISTRO_ETCD
+    {
         return None;
     }
-    let dir = Path::new(&spec.etcd.binary).parent().map_or("/usr/local/bin".to_string(), |d| d.display().to_string());
+    let dir = Path::new(&spec.etcd.binary)
+        .parent()
+        .map_or("/usr/local/bin".to_string(), |d| d.display().to_string());
     let v = spec.etcd_version;
     let name = format!("etcd-v{v}-linux-amd64");
     Some(format!(
@@ -409,7 +432,18 @@ pub fn etcd_fetch_command(spec: &Spec, node: &Node) -> Option<String> {
     ))
 }
 
-fn runcmd(units: &[&str], kube: &[&str], fetch: Option<String>) -> Vec<String> {
+/// Units a package starts that `node` does not use, stopped and disabled in `runcmd`: on a
+/// control plane with the systemd etcd proxy, the `haproxy` package's own `haproxy.service`
+/// (kubeha-etcd-proxy.service runs the binary with its own config instead).
+fn unused_units(spec: &Spec, node: &Node) -> Vec<&'static str> {
+    if runs_systemd_etcd_proxy(spec, node) && !node.has(Role::Lb) {
+        vec!["haproxy"]
+    } else {
+        vec![]
+    }
+}
+
+fn runcmd(units: &[&str], unused: &[&str], kube: &[&str], fetch: Option<String>) -> Vec<String> {
     let mut cmds: Vec<String> = [
         "modprobe overlay",
         "modprobe br_netfilter",
@@ -424,6 +458,9 @@ fn runcmd(units: &[&str], kube: &[&str], fetch: Option<String>) -> Vec<String> {
         cmds.push(format!("apt-mark hold {}", kube.join(" ")));
     }
     cmds.extend(fetch);
+    if !unused.is_empty() {
+        cmds.push(format!("systemctl disable --now {}", unused.join(" ")));
+    }
     cmds.push("systemctl daemon-reload".into());
     if !units.is_empty() {
         let units = units.join(" ");
@@ -516,7 +553,12 @@ pub fn user_data(
         package_upgrade: true,
         packages: packages(spec, node, &kube),
         write_files,
-        runcmd: runcmd(&units, &kube, etcd_fetch_command(spec, node)),
+        runcmd: runcmd(
+            &units,
+            &unused_units(spec, node),
+            &kube,
+            etcd_fetch_command(spec, node),
+        ),
     };
     Ok(format!(
         "#cloud-config\n{}",
@@ -910,13 +952,18 @@ pub(crate) mod tests {
         assert!(!etcd.contains(&"etcd-server".to_string()), "{etcd:?}");
         let fetch = run("ext-etcd-1");
         assert!(
-            fetch.iter().any(|c| c.contains("releases/download/v3.6.4/etcd-v3.6.4-linux-amd64.tar.gz") && c.contains("-C /usr/local/bin")),
+            fetch.iter().any(|c| c
+                .contains("releases/download/v3.6.4/etcd-v3.6.4-linux-amd64.tar.gz")
+                && c.contains("-C /usr/local/bin")),
             "{fetch:?}"
         );
         let mut distro = spec.clone();
         distro.etcd.binary = DISTRO_ETCD.into();
         let etcd_distro = strings(&user_data_of(&distro, "ext-etcd-1", &[]).0["packages"]);
-        assert!(etcd_distro.contains(&"etcd-server".to_string()), "{etcd_distro:?}");
+        assert!(
+            etcd_distro.contains(&"etcd-server".to_string()),
+            "{etcd_distro:?}"
+        );
         assert!(
             !etcd
                 .iter()
@@ -972,6 +1019,75 @@ pub(crate) mod tests {
             !etcd_static
                 .iter()
                 .any(|p| p.starts_with("kubeadm") || p.starts_with("etcd-server"))
+        );
+    }
+
+    #[test]
+    fn systemd_etcd_proxy_brings_haproxy_and_its_unit_to_control_planes() {
+        use kubeha_spec::{EtcdAccess, EtcdProxyDeployment};
+        let lab = example("lab.yaml");
+        assert_eq!(lab.etcd.local_proxy, EtcdProxyDeployment::Systemd);
+        let pkgs = |spec: &Spec, n: &str| strings(&user_data_of(spec, n, &[]).0["packages"]);
+        let run = |spec: &Spec, n: &str| strings(&user_data_of(spec, n, &[]).0["runcmd"]);
+
+        for cp in ["cp-1", "cp-2", "cp-3"] {
+            let n = node(&lab, cp);
+            assert!(runs_systemd_etcd_proxy(&lab, n));
+            assert_eq!(
+                services(&lab, n),
+                ["kubeha-etcd-proxy", "containerd", "kubelet"]
+            );
+            let p = pkgs(&lab, cp);
+            assert_eq!(p.iter().filter(|p| *p == "haproxy").count(), 1, "{p:?}");
+            assert!(!p.iter().any(|p| p == "keepalived"), "{p:?}");
+            let r = run(&lab, cp);
+            // The package's own haproxy.service is not used on a control plane.
+            let disable = r
+                .iter()
+                .position(|c| c == "systemctl disable --now haproxy")
+                .unwrap_or_else(|| panic!("{r:?}"));
+            let enable = r
+                .iter()
+                .position(|c| c == "systemctl enable kubeha-etcd-proxy containerd kubelet")
+                .unwrap_or_else(|| panic!("{r:?}"));
+            let reload = r
+                .iter()
+                .position(|c| c == "systemctl daemon-reload")
+                .unwrap_or_else(|| panic!("{r:?}"));
+            assert!(disable < reload && reload < enable, "{r:?}");
+            assert!(
+                r.contains(&"systemctl restart kubeha-etcd-proxy containerd kubelet".to_string()),
+                "{r:?}"
+            );
+        }
+        // Other roles: unchanged.
+        assert_eq!(
+            services(&lab, node(&lab, "lb-1")),
+            ["haproxy", "keepalived"]
+        );
+        assert!(!run(&lab, "lb-1").iter().any(|c| c.contains("disable")));
+        assert_eq!(
+            services(&lab, node(&lab, "wn-1")),
+            ["containerd", "kubelet"]
+        );
+        assert!(!pkgs(&lab, "wn-1").contains(&"haproxy".to_string()));
+        assert_eq!(services(&lab, node(&lab, "etcd-1")), ["etcd"]);
+
+        // The static-pod proxy (the default) needs no host package and no unit.
+        let ext = example("external-etcd.yaml");
+        let cp = node(&ext, "cp-1");
+        assert!(!runs_systemd_etcd_proxy(&ext, cp));
+        assert_eq!(services(&ext, cp), ["containerd", "kubelet"]);
+        assert!(!pkgs(&ext, "cp-1").iter().any(|p| p.starts_with("haproxy")));
+        assert!(!run(&ext, "cp-1").iter().any(|c| c.contains("haproxy")));
+        // Nor does direct access, whatever localProxy says.
+        let mut direct = lab.clone();
+        direct.etcd.apiserver_access = EtcdAccess::Direct;
+        assert!(!runs_systemd_etcd_proxy(&direct, node(&direct, "cp-1")));
+        assert!(!pkgs(&direct, "cp-1").contains(&"haproxy".to_string()));
+        assert_eq!(
+            format!("{ETCD_PROXY_UNIT}.service"),
+            control_plane::ETCD_PROXY_SERVICE
         );
     }
 
@@ -1042,7 +1158,7 @@ pub(crate) mod tests {
 
     #[test]
     fn real_host_files_round_trip_through_write_files() {
-        for ex in ["external-etcd.yaml", "stacked.yaml"] {
+        for ex in ["external-etcd.yaml", "stacked.yaml", "lab.yaml"] {
             for (name, host_files, prov) in rendered_with_real_pki(ex) {
                 let get = |suffix: &str| {
                     prov.iter()
@@ -1067,7 +1183,7 @@ pub(crate) mod tests {
         let spec = example("external-etcd.yaml");
         let (_, sample) = user_data_of(&spec, "cp-1", &sample_host_files());
         let mut docs = vec![("sample".to_string(), "cp-1".to_string(), sample)];
-        for ex in ["external-etcd.yaml", "stacked.yaml"] {
+        for ex in ["external-etcd.yaml", "stacked.yaml", "lab.yaml"] {
             for (name, _, prov) in rendered_with_real_pki(ex) {
                 let ud = prov
                     .iter()

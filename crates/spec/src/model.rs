@@ -46,7 +46,11 @@ pub struct KubeVersion {
 impl KubeVersion {
     /// Minors whose kubeadm behaviour kubeha reproduces (config API `v1beta4`).
     pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u32> = 31..=34;
-    pub const DEFAULT: KubeVersion = KubeVersion { major: 1, minor: 34, patch: 2 };
+    pub const DEFAULT: KubeVersion = KubeVersion {
+        major: 1,
+        minor: 34,
+        patch: 2,
+    };
 
     pub fn parse(s: &str) -> Option<Self> {
         let rest = s.strip_prefix('v')?;
@@ -57,7 +61,11 @@ impl KubeVersion {
         if it.next().is_some() {
             return None;
         }
-        Some(KubeVersion { major, minor, patch })
+        Some(KubeVersion {
+            major,
+            minor,
+            patch,
+        })
     }
 
     /// `v1.34` — the form the package repository path uses.
@@ -73,7 +81,11 @@ impl KubeVersion {
             33 => (5, 21),
             _ => (6, 4),
         };
-        EtcdVersion { major: 3, minor, patch }
+        EtcdVersion {
+            major: 3,
+            minor,
+            patch,
+        }
     }
 
     /// Sandbox (pause) image tag kubeadm pins for this minor.
@@ -117,7 +129,11 @@ impl EtcdVersion {
         if it.next().is_some() {
             return None;
         }
-        Some(EtcdVersion { major, minor, patch })
+        Some(EtcdVersion {
+            major,
+            minor,
+            patch,
+        })
     }
 
     /// etcd 3.6 renamed the `--experimental-*` flags; kubeadm switches on the image tag.
@@ -306,6 +322,20 @@ pub struct LoadBalancer {
     pub virtual_router_id: u8,
     /// HAProxy statistics page port (bound to each LB's own address).
     pub stats_port: u16,
+    /// `loadBalancer.etcdPort`: when set, HAProxy also forwards `*:<port>` (TCP, TLS passed
+    /// through) to every etcd member's client port 2379, so the VIP carries etcd traffic too.
+    ///
+    /// Made for the lab: no kube-apiserver binary exists in any registry the lab can reach, so
+    /// the API frontend has no backend that could ever be up. With this port the VIP carries
+    /// real etcd traffic instead, and the lab tests check that etcd still answers through the
+    /// VIP after the VIP moves to the other LB. A production cluster does not need it (API
+    /// servers reach etcd directly or through their local proxy).
+    ///
+    /// Clients still authenticate with an etcd client certificate, end to end. Because they
+    /// dial the VIP, every member's etcd **server** certificate then also carries the VIP (and
+    /// the endpoint's DNS name, if it is one) as a SAN; without this field it does not.
+    /// Never the API port nor the stats port.
+    pub etcd_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -319,6 +349,9 @@ pub struct EtcdSettings {
     pub ca_host: String,
     /// Path of the etcd binary for the systemd deployment.
     pub binary: String,
+    /// How the per-control-plane etcd proxy runs. Only meaningful when API servers reach an
+    /// external etcd through the local proxy (`apiserverAccess: local-proxy`).
+    pub local_proxy: EtcdProxyDeployment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -330,10 +363,22 @@ pub enum EtcdDeployment {
     StaticPod,
 }
 
+/// `etcd.localProxy`: what runs the HAProxy on 127.0.0.1:2379 of each control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcdProxyDeployment {
+    /// A kubelet-managed static pod (`/etc/kubernetes/manifests/etcd-proxy.yaml`), guide 000.
+    StaticPod,
+    /// A systemd unit (`kubeha-etcd-proxy.service`) running the host's HAProxy: it does not
+    /// need the kubelet, so it runs where no kubelet does (the lab) and starts before it.
+    Systemd,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EtcdAccess {
-    /// A HAProxy static pod on each control plane at 127.0.0.1:2379 (guide 000).
+    /// A HAProxy on each control plane at 127.0.0.1:2379 (guide 000); a static pod or a
+    /// systemd unit, see [`EtcdProxyDeployment`].
     LocalProxy,
     /// `--etcd-servers` lists every member.
     Direct,

@@ -122,6 +122,8 @@ pub struct RawLoadBalancer {
     pub virtual_router_id: Option<S<u8>>,
     #[serde(default)]
     pub stats_port: Option<S<u16>>,
+    #[serde(default)]
+    pub etcd_port: Option<S<u16>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -137,6 +139,8 @@ pub struct RawEtcd {
     pub ca_host: Option<S<String>>,
     #[serde(default)]
     pub binary: Option<S<String>>,
+    #[serde(default)]
+    pub local_proxy: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

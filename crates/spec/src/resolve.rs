@@ -45,7 +45,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn push<T>(&mut self, sev: Severity, field: impl Into<String>, at: Option<&S<T>>, msg: String, help: Option<String>) {
+    fn push<T>(
+        &mut self,
+        sev: Severity,
+        field: impl Into<String>,
+        at: Option<&S<T>>,
+        msg: String,
+        help: Option<String>,
+    ) {
         let (line, column, offset) = match at {
             Some(s) => {
                 let loc = s.referenced;
@@ -69,13 +76,25 @@ impl Ctx<'_> {
         });
     }
 
-    fn err<T>(&mut self, field: impl Into<String>, at: Option<&S<T>>, msg: impl Into<String>, help: impl Into<String>) {
+    fn err<T>(
+        &mut self,
+        field: impl Into<String>,
+        at: Option<&S<T>>,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let help = help.into();
         let help = (!help.is_empty()).then_some(help);
         self.push(Severity::Error, field, at, msg.into(), help);
     }
 
-    fn warn<T>(&mut self, field: impl Into<String>, at: Option<&S<T>>, msg: impl Into<String>, help: impl Into<String>) {
+    fn warn<T>(
+        &mut self,
+        field: impl Into<String>,
+        at: Option<&S<T>>,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let help = help.into();
         let help = (!help.is_empty()).then_some(help);
         self.push(Severity::Warning, field, at, msg.into(), help);
@@ -102,7 +121,8 @@ pub(crate) fn offset_of(src: &str, line: u64, column: u64) -> Option<usize> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -122,7 +142,10 @@ fn parse_hours(s: &str) -> Option<u32> {
     } else {
         return None;
     };
-    num.parse::<u32>().ok()?.checked_mul(mult).filter(|h| *h > 0)
+    num.parse::<u32>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|h| *h > 0)
 }
 
 /// Parses `host`, `host:port`, `[v6]:port`.
@@ -132,7 +155,9 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         return Err("give host and port only, without a scheme".into());
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or("unclosed '[' in IPv6 endpoint")?;
+        let (h, tail) = rest
+            .split_once(']')
+            .ok_or("unclosed '[' in IPv6 endpoint")?;
         let port = match tail.strip_prefix(':') {
             Some(p) => Some(p),
             None if tail.is_empty() => None,
@@ -146,7 +171,9 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         (s, None)
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| format!("port '{p}' is not a number from 1 to 65535"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("port '{p}' is not a number from 1 to 65535"))?,
         None => defaults::API_PORT,
     };
     if port == 0 {
@@ -157,7 +184,9 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     } else if is_dns_subdomain(host) {
         EndpointHost::Dns(host.to_string())
     } else {
-        return Err(format!("'{host}' is neither an IP address nor a lower-case DNS name"));
+        return Err(format!(
+            "'{host}' is neither an IP address nor a lower-case DNS name"
+        ));
     };
     Ok(Endpoint { host, port })
 }
@@ -183,7 +212,10 @@ fn opt_str(v: &Option<S<String>>) -> Option<&str> {
 
 /// Resolves and validates. Returns the spec when there is no error, plus every problem found.
 pub fn resolve(raw: &RawSpec, src: &str) -> (Option<Spec>, Vec<Problem>) {
-    let mut cx = Ctx { src, problems: Vec::new() };
+    let mut cx = Ctx {
+        src,
+        problems: Vec::new(),
+    };
     let spec = resolve_inner(raw, &mut cx);
     let has_error = cx.problems.iter().any(|p| p.severity == Severity::Error);
     (if has_error { None } else { spec }, cx.problems)
@@ -193,11 +225,23 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     // --- identity and versions
     let name = raw.name.value.clone();
     if !is_dns_label(&name) {
-        cx.err("name", Some(&raw.name), format!("cluster name '{name}' is not a DNS label"), "use lower-case letters, digits and '-', at most 63 characters, e.g. 'prod-ha'");
+        cx.err(
+            "name",
+            Some(&raw.name),
+            format!("cluster name '{name}' is not a DNS label"),
+            "use lower-case letters, digits and '-', at most 63 characters, e.g. 'prod-ha'",
+        );
     }
-    let base_domain = opt_str(&raw.base_domain).unwrap_or(defaults::BASE_DOMAIN).to_string();
+    let base_domain = opt_str(&raw.base_domain)
+        .unwrap_or(defaults::BASE_DOMAIN)
+        .to_string();
     if !is_dns_subdomain(&base_domain) {
-        cx.err("baseDomain", raw.base_domain.as_ref(), format!("'{base_domain}' is not a DNS domain"), "use lower-case labels separated by dots, e.g. 'k8s.local'");
+        cx.err(
+            "baseDomain",
+            raw.base_domain.as_ref(),
+            format!("'{base_domain}' is not a DNS domain"),
+            "use lower-case labels separated by dots, e.g. 'k8s.local'",
+        );
     }
     let kubernetes_version = match &raw.kubernetes_version {
         None => KubeVersion::DEFAULT,
@@ -216,8 +260,16 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         Some(v) => match EtcdVersion::parse(&v.value) {
             Some(e) if e.major == 3 && e.minor >= 4 => e,
             _ => {
-                cx.err("etcdVersion", Some(v), format!("unsupported etcd version '{}'", v.value),
-                    format!("use 3.4.x, 3.5.x or 3.6.x; {} pairs with {}", kubernetes_version.default_etcd(), kubernetes_version));
+                cx.err(
+                    "etcdVersion",
+                    Some(v),
+                    format!("unsupported etcd version '{}'", v.value),
+                    format!(
+                        "use 3.4.x, 3.5.x or 3.6.x; {} pairs with {}",
+                        kubernetes_version.default_etcd(),
+                        kubernetes_version
+                    ),
+                );
                 kubernetes_version.default_etcd()
             }
         },
@@ -225,15 +277,27 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
 
     // --- nodes
     let ssh_default = raw.ssh.as_ref();
-    let default_user = ssh_default.and_then(|s| opt_str(&s.user)).unwrap_or(defaults::SSH_USER).to_string();
-    let default_port = ssh_default.and_then(|s| s.port.as_ref().map(|p| p.value)).unwrap_or(defaults::SSH_PORT);
-    let default_key = ssh_default.and_then(|s| opt_str(&s.key)).map(str::to_string);
+    let default_user = ssh_default
+        .and_then(|s| opt_str(&s.user))
+        .unwrap_or(defaults::SSH_USER)
+        .to_string();
+    let default_port = ssh_default
+        .and_then(|s| s.port.as_ref().map(|p| p.value))
+        .unwrap_or(defaults::SSH_PORT);
+    let default_key = ssh_default
+        .and_then(|s| opt_str(&s.key))
+        .map(str::to_string);
 
     let mut nodes = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut addrs: BTreeMap<IpAddr, usize> = BTreeMap::new();
     if raw.nodes.value.is_empty() {
-        cx.err("nodes", Some(&raw.nodes), "the cluster has no nodes", "list at least one node with name, address and roles");
+        cx.err(
+            "nodes",
+            Some(&raw.nodes),
+            "the cluster has no nodes",
+            "list at least one node with name, address and roles",
+        );
     }
     for (i, rn) in raw.nodes.value.iter().enumerate() {
         let f = |k: &str| format!("nodes[{i}].{k}");
@@ -242,20 +306,40 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             cx.err(f("name"), Some(&rn.name), format!("node name '{nname}' is not a lower-case DNS label"), "use lower-case letters, digits and '-' (it becomes the host name, the Kubernetes node name and the etcd member name)");
         }
         if let Some(j) = names.insert(nname.clone(), i) {
-            cx.err(f("name"), Some(&rn.name), format!("node name '{nname}' is also used by nodes[{j}]"), "give every node a unique name");
+            cx.err(
+                f("name"),
+                Some(&rn.name),
+                format!("node name '{nname}' is also used by nodes[{j}]"),
+                "give every node a unique name",
+            );
         }
         let address = match IpAddr::from_str(rn.address.value.trim()) {
             Ok(a) => {
                 if let Some(j) = addrs.insert(a, i) {
-                    cx.err(f("address"), Some(&rn.address), format!("address {a} is also used by nodes[{j}]"), "give every node its own address");
+                    cx.err(
+                        f("address"),
+                        Some(&rn.address),
+                        format!("address {a} is also used by nodes[{j}]"),
+                        "give every node its own address",
+                    );
                 }
                 if a.is_loopback() || a.is_unspecified() || a.is_multicast() {
-                    cx.err(f("address"), Some(&rn.address), format!("{a} cannot be a node address"), "use the address other nodes reach this node at");
+                    cx.err(
+                        f("address"),
+                        Some(&rn.address),
+                        format!("{a} cannot be a node address"),
+                        "use the address other nodes reach this node at",
+                    );
                 }
                 a
             }
             Err(_) => {
-                cx.err(f("address"), Some(&rn.address), format!("'{}' is not an IP address", rn.address.value), "write the node's IPv4 or IPv6 address, e.g. 10.10.0.21");
+                cx.err(
+                    f("address"),
+                    Some(&rn.address),
+                    format!("'{}' is not an IP address", rn.address.value),
+                    "write the node's IPv4 or IPv6 address, e.g. 10.10.0.21",
+                );
                 IpAddr::from([0, 0, 0, 0])
             }
         };
@@ -267,25 +351,48 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "worker" => Role::Worker,
                 "lb" | "loadbalancer" => Role::Lb,
                 other => {
-                    cx.err(format!("nodes[{i}].roles[{k}]"), Some(r), format!("unknown role '{other}'"), "roles are: etcd, control-plane, worker, lb");
+                    cx.err(
+                        format!("nodes[{i}].roles[{k}]"),
+                        Some(r),
+                        format!("unknown role '{other}'"),
+                        "roles are: etcd, control-plane, worker, lb",
+                    );
                     continue;
                 }
             };
             if !roles.insert(role) {
-                cx.warn(format!("nodes[{i}].roles[{k}]"), Some(r), format!("role '{role}' is listed twice"), "");
+                cx.warn(
+                    format!("nodes[{i}].roles[{k}]"),
+                    Some(r),
+                    format!("role '{role}' is listed twice"),
+                    "",
+                );
             }
         }
         if rn.roles.value.is_empty() {
-            cx.err(f("roles"), Some(&rn.roles), format!("node '{nname}' has no roles"), "give it at least one of: etcd, control-plane, worker, lb");
+            cx.err(
+                f("roles"),
+                Some(&rn.roles),
+                format!("node '{nname}' has no roles"),
+                "give it at least one of: etcd, control-plane, worker, lb",
+            );
         }
         if roles.contains(&Role::Lb) && roles.contains(&Role::ControlPlane) {
             cx.err(f("roles"), Some(&rn.roles), format!("node '{nname}' is both lb and control-plane: HAProxy and kube-apiserver would both bind port 6443"), "put the load balancers on their own nodes");
         }
         let ssh = rn.ssh.as_ref();
         let node_ssh = Ssh {
-            user: ssh.and_then(|s| opt_str(&s.user)).map(str::to_string).unwrap_or_else(|| default_user.clone()),
-            port: ssh.and_then(|s| s.port.as_ref().map(|p| p.value)).unwrap_or(default_port),
-            key: ssh.and_then(|s| opt_str(&s.key)).map(str::to_string).or_else(|| default_key.clone()),
+            user: ssh
+                .and_then(|s| opt_str(&s.user))
+                .map(str::to_string)
+                .unwrap_or_else(|| default_user.clone()),
+            port: ssh
+                .and_then(|s| s.port.as_ref().map(|p| p.value))
+                .unwrap_or(default_port),
+            key: ssh
+                .and_then(|s| opt_str(&s.key))
+                .map(str::to_string)
+                .or_else(|| default_key.clone()),
         };
         let mut taints = Vec::new();
         for (k, t) in rn.taints.iter().enumerate() {
@@ -294,27 +401,62 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
                 "NoExecute" => TaintEffect::NoExecute,
                 other => {
-                    cx.err(format!("nodes[{i}].taints[{k}].effect"), Some(&t.effect), format!("unknown taint effect '{other}'"), "use NoSchedule, PreferNoSchedule or NoExecute");
+                    cx.err(
+                        format!("nodes[{i}].taints[{k}].effect"),
+                        Some(&t.effect),
+                        format!("unknown taint effect '{other}'"),
+                        "use NoSchedule, PreferNoSchedule or NoExecute",
+                    );
                     TaintEffect::NoSchedule
                 }
             };
-            taints.push(Taint { key: t.key.value.clone(), value: t.value.clone(), effect });
+            taints.push(Taint {
+                key: t.key.value.clone(),
+                value: t.value.clone(),
+                effect,
+            });
         }
         if let Some(p) = &rn.lb_priority {
             if !roles.contains(&Role::Lb) {
-                cx.warn(f("lbPriority"), Some(p), format!("lbPriority is ignored: node '{nname}' has no lb role"), "remove it, or add the lb role");
+                cx.warn(
+                    f("lbPriority"),
+                    Some(p),
+                    format!("lbPriority is ignored: node '{nname}' has no lb role"),
+                    "remove it, or add the lb role",
+                );
             }
             if p.value == 0 || p.value == 255 {
-                cx.err(f("lbPriority"), Some(p), "VRRP priority must be between 1 and 254", "use e.g. 101 for the preferred LB and 100 for the other");
+                cx.err(
+                    f("lbPriority"),
+                    Some(p),
+                    "VRRP priority must be between 1 and 254",
+                    "use e.g. 101 for the preferred LB and 100 for the other",
+                );
             }
         }
-        nodes.push(Node { name: nname, address, roles, ssh: node_ssh, labels: rn.labels.clone(), taints, lb_priority: rn.lb_priority.as_ref().map(|p| p.value) });
+        nodes.push(Node {
+            name: nname,
+            address,
+            roles,
+            ssh: node_ssh,
+            labels: rn.labels.clone(),
+            taints,
+            lb_priority: rn.lb_priority.as_ref().map(|p| p.value),
+        });
     }
 
     // --- topology
-    let has_pure_etcd = nodes.iter().any(|n| n.has(Role::Etcd) && !n.has(Role::ControlPlane));
+    let has_pure_etcd = nodes
+        .iter()
+        .any(|n| n.has(Role::Etcd) && !n.has(Role::ControlPlane));
     let topology = match &raw.topology {
-        None => if has_pure_etcd || nodes.iter().all(|n| !n.has(Role::ControlPlane)) { EtcdTopology::External } else { EtcdTopology::Stacked },
+        None => {
+            if has_pure_etcd || nodes.iter().all(|n| !n.has(Role::ControlPlane)) {
+                EtcdTopology::External
+            } else {
+                EtcdTopology::Stacked
+            }
+        }
         Some(t) => match t.value.as_str() {
             "external" => EtcdTopology::External,
             "stacked" => EtcdTopology::Stacked,
@@ -327,13 +469,26 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let cps: Vec<&Node> = nodes.iter().filter(|n| n.has(Role::ControlPlane)).collect();
     let lbs: Vec<&Node> = nodes.iter().filter(|n| n.has(Role::Lb)).collect();
     if cps.is_empty() && !nodes.is_empty() {
-        cx.err("nodes", Some(&raw.nodes), "no node has the control-plane role", "give at least one node (three for HA) the control-plane role");
+        cx.err(
+            "nodes",
+            Some(&raw.nodes),
+            "no node has the control-plane role",
+            "give at least one node (three for HA) the control-plane role",
+        );
     }
     let etcd_count = match topology {
         EtcdTopology::External => {
             for (i, n) in nodes.iter().enumerate() {
                 if n.has(Role::Etcd) && n.has(Role::ControlPlane) {
-                    cx.err(format!("nodes[{i}].roles"), Some(&raw.nodes.value[i].roles), format!("node '{}' is etcd and control-plane, but the topology is external", n.name), "set 'topology: stacked', or move etcd to dedicated nodes");
+                    cx.err(
+                        format!("nodes[{i}].roles"),
+                        Some(&raw.nodes.value[i].roles),
+                        format!(
+                            "node '{}' is etcd and control-plane, but the topology is external",
+                            n.name
+                        ),
+                        "set 'topology: stacked', or move etcd to dedicated nodes",
+                    );
                 }
             }
             nodes.iter().filter(|n| n.has(Role::Etcd)).count()
@@ -355,67 +510,140 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
 
     // --- networking
     let rnet = raw.networking.as_ref();
-    let parse_v4net = |cx: &mut Ctx<'_>, field: &str, v: Option<&S<String>>, default: &str| -> Ipv4Net {
-        match v {
-            None => default.parse().unwrap_or_default(),
-            Some(s) => match Ipv4Net::from_str(s.value.trim()) {
-                Ok(n) if n.network() == n.addr() => n,
-                Ok(n) => {
-                    cx.err(field, Some(s), format!("'{}' has host bits set", s.value), format!("write the network address: {}", n.trunc()));
-                    n.trunc()
-                }
-                Err(_) => {
-                    let help = if IpNet::from_str(s.value.trim()).is_ok() { "only IPv4 is supported for this range" } else { "write a CIDR like 10.244.0.0/16" };
-                    cx.err(field, Some(s), format!("'{}' is not an IPv4 CIDR", s.value), help);
-                    default.parse().unwrap_or_default()
-                }
-            },
-        }
-    };
-    let pod_cidr = parse_v4net(cx, "networking.podCidr", rnet.and_then(|n| n.pod_cidr.as_ref()), defaults::POD_CIDR);
-    let service_cidr = parse_v4net(cx, "networking.serviceCidr", rnet.and_then(|n| n.service_cidr.as_ref()), defaults::SERVICE_CIDR);
+    let parse_v4net =
+        |cx: &mut Ctx<'_>, field: &str, v: Option<&S<String>>, default: &str| -> Ipv4Net {
+            match v {
+                None => default.parse().unwrap_or_default(),
+                Some(s) => match Ipv4Net::from_str(s.value.trim()) {
+                    Ok(n) if n.network() == n.addr() => n,
+                    Ok(n) => {
+                        cx.err(
+                            field,
+                            Some(s),
+                            format!("'{}' has host bits set", s.value),
+                            format!("write the network address: {}", n.trunc()),
+                        );
+                        n.trunc()
+                    }
+                    Err(_) => {
+                        let help = if IpNet::from_str(s.value.trim()).is_ok() {
+                            "only IPv4 is supported for this range"
+                        } else {
+                            "write a CIDR like 10.244.0.0/16"
+                        };
+                        cx.err(
+                            field,
+                            Some(s),
+                            format!("'{}' is not an IPv4 CIDR", s.value),
+                            help,
+                        );
+                        default.parse().unwrap_or_default()
+                    }
+                },
+            }
+        };
+    let pod_cidr = parse_v4net(
+        cx,
+        "networking.podCidr",
+        rnet.and_then(|n| n.pod_cidr.as_ref()),
+        defaults::POD_CIDR,
+    );
+    let service_cidr = parse_v4net(
+        cx,
+        "networking.serviceCidr",
+        rnet.and_then(|n| n.service_cidr.as_ref()),
+        defaults::SERVICE_CIDR,
+    );
     let node_cidr = match rnet.and_then(|n| n.node_cidr.as_ref()) {
         Some(s) => match IpNet::from_str(s.value.trim()) {
             Ok(n) => n.trunc(),
             Err(_) => {
-                cx.err("networking.nodeCidr", Some(s), format!("'{}' is not a CIDR", s.value), "write the subnet the nodes share, e.g. 10.10.0.0/24");
+                cx.err(
+                    "networking.nodeCidr",
+                    Some(s),
+                    format!("'{}' is not a CIDR", s.value),
+                    "write the subnet the nodes share, e.g. 10.10.0.0/24",
+                );
                 IpNet::default()
             }
         },
         None => nodes.first().map_or(IpNet::default(), |n| match n.address {
-            IpAddr::V4(_) => IpNet::new(n.address, 24).map(|x| x.trunc()).unwrap_or_default(),
-            IpAddr::V6(_) => IpNet::new(n.address, 64).map(|x| x.trunc()).unwrap_or_default(),
+            IpAddr::V4(_) => IpNet::new(n.address, 24)
+                .map(|x| x.trunc())
+                .unwrap_or_default(),
+            IpAddr::V6(_) => IpNet::new(n.address, 64)
+                .map(|x| x.trunc())
+                .unwrap_or_default(),
         }),
     };
     let node_cidr_field = rnet.and_then(|n| n.node_cidr.as_ref());
     for (i, n) in nodes.iter().enumerate() {
         if !node_cidr.contains(&n.address) && !n.address.is_unspecified() {
-            cx.warn(format!("nodes[{i}].address"), Some(&raw.nodes.value[i].address), format!("{} is outside networking.nodeCidr {node_cidr}", n.address), "set networking.nodeCidr to the subnet the nodes share");
+            cx.warn(
+                format!("nodes[{i}].address"),
+                Some(&raw.nodes.value[i].address),
+                format!("{} is outside networking.nodeCidr {node_cidr}", n.address),
+                "set networking.nodeCidr to the subnet the nodes share",
+            );
         }
     }
-    let dns_domain = rnet.and_then(|n| opt_str(&n.dns_domain)).unwrap_or(defaults::DNS_DOMAIN).to_string();
+    let dns_domain = rnet
+        .and_then(|n| opt_str(&n.dns_domain))
+        .unwrap_or(defaults::DNS_DOMAIN)
+        .to_string();
     if !is_dns_subdomain(&dns_domain) {
-        cx.err("networking.dnsDomain", rnet.and_then(|n| n.dns_domain.as_ref()), format!("'{dns_domain}' is not a DNS domain"), "the default is cluster.local");
+        cx.err(
+            "networking.dnsDomain",
+            rnet.and_then(|n| n.dns_domain.as_ref()),
+            format!("'{dns_domain}' is not a DNS domain"),
+            "the default is cluster.local",
+        );
     }
     let mask_field = rnet.and_then(|n| n.node_cidr_mask_size.as_ref());
     let node_cidr_mask_size = mask_field.map_or(defaults::NODE_CIDR_MASK, |m| m.value);
     if node_cidr_mask_size < pod_cidr.prefix_len() || node_cidr_mask_size > 30 {
-        cx.err("networking.nodeCidrMaskSize", mask_field, format!("per-node mask /{node_cidr_mask_size} does not fit the pod CIDR {pod_cidr}"), format!("use a value between {} and 30 (default 24: 254 pods per node)", pod_cidr.prefix_len()));
+        cx.err(
+            "networking.nodeCidrMaskSize",
+            mask_field,
+            format!("per-node mask /{node_cidr_mask_size} does not fit the pod CIDR {pod_cidr}"),
+            format!(
+                "use a value between {} and 30 (default 24: 254 pods per node)",
+                pod_cidr.prefix_len()
+            ),
+        );
     }
     if service_cidr.prefix_len() < 12 {
-        cx.err("networking.serviceCidr", rnet.and_then(|n| n.service_cidr.as_ref()), format!("service CIDR {service_cidr} is larger than kube-apiserver accepts"), "use a prefix of /12 or longer, e.g. 10.96.0.0/12");
+        cx.err(
+            "networking.serviceCidr",
+            rnet.and_then(|n| n.service_cidr.as_ref()),
+            format!("service CIDR {service_cidr} is larger than kube-apiserver accepts"),
+            "use a prefix of /12 or longer, e.g. 10.96.0.0/12",
+        );
     }
     let (pod_n, svc_n) = (IpNet::V4(pod_cidr), IpNet::V4(service_cidr));
     if nets_overlap(&pod_n, &svc_n) {
-        cx.err("networking.serviceCidr", rnet.and_then(|n| n.service_cidr.as_ref()), format!("service CIDR {service_cidr} overlaps pod CIDR {pod_cidr}"), "choose disjoint ranges, e.g. pods 10.244.0.0/16 and services 10.96.0.0/16");
+        cx.err(
+            "networking.serviceCidr",
+            rnet.and_then(|n| n.service_cidr.as_ref()),
+            format!("service CIDR {service_cidr} overlaps pod CIDR {pod_cidr}"),
+            "choose disjoint ranges, e.g. pods 10.244.0.0/16 and services 10.96.0.0/16",
+        );
     }
     if nets_overlap(&pod_n, &node_cidr) {
         cx.err("networking.podCidr", rnet.and_then(|n| n.pod_cidr.as_ref()), format!("pod CIDR {pod_cidr} overlaps the node network {node_cidr}"), "pick a pod range the nodes do not use, e.g. 10.244.0.0/16 (forgetting this is guide 000's most painful fix)");
     }
     if nets_overlap(&svc_n, &node_cidr) {
-        cx.err("networking.serviceCidr", rnet.and_then(|n| n.service_cidr.as_ref()), format!("service CIDR {service_cidr} overlaps the node network {node_cidr}"), "pick a service range the nodes do not use, e.g. 10.96.0.0/16");
+        cx.err(
+            "networking.serviceCidr",
+            rnet.and_then(|n| n.service_cidr.as_ref()),
+            format!("service CIDR {service_cidr} overlaps the node network {node_cidr}"),
+            "pick a service range the nodes do not use, e.g. 10.96.0.0/16",
+        );
     }
-    let kube_nodes = nodes.iter().filter(|n| n.has(Role::ControlPlane) || n.has(Role::Worker)).count() as u64;
+    let kube_nodes = nodes
+        .iter()
+        .filter(|n| n.has(Role::ControlPlane) || n.has(Role::Worker))
+        .count() as u64;
     if node_cidr_mask_size >= pod_cidr.prefix_len() {
         let cap = 1u64 << u32::from(node_cidr_mask_size - pod_cidr.prefix_len()).min(63);
         if kube_nodes > cap {
@@ -430,7 +658,12 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         Some(v) => match IpAddr::from_str(v.value.trim()) {
             Ok(ip) => {
                 if let Some(n) = nodes.iter().find(|n| n.address == ip) {
-                    cx.err("loadBalancer.vip", Some(v), format!("VIP {ip} is node '{}''s own address", n.name), "pick an unused address in the nodes' subnet for the VIP");
+                    cx.err(
+                        "loadBalancer.vip",
+                        Some(v),
+                        format!("VIP {ip} is node '{}''s own address", n.name),
+                        "pick an unused address in the nodes' subnet for the VIP",
+                    );
                 }
                 if !node_cidr.contains(&ip) {
                     cx.err("loadBalancer.vip", Some(v), format!("VIP {ip} is outside the nodes' subnet {node_cidr}"), "keepalived moves the VIP within one L2 subnet: pick an address inside networking.nodeCidr");
@@ -438,56 +671,170 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 Some(ip)
             }
             Err(_) => {
-                cx.err("loadBalancer.vip", Some(v), format!("'{}' is not an IP address", v.value), "write the virtual IP, e.g. 10.10.0.100");
+                cx.err(
+                    "loadBalancer.vip",
+                    Some(v),
+                    format!("'{}' is not an IP address", v.value),
+                    "write the virtual IP, e.g. 10.10.0.100",
+                );
                 None
             }
         },
         None => None,
     };
     if !lbs.is_empty() && vip.is_none() && rlb.and_then(|l| l.vip.as_ref()).is_none() {
-        let at = lbs.first().and_then(|n| nodes.iter().position(|x| x.name == n.name)).map(|i| &raw.nodes.value[i].roles);
-        cx.err("loadBalancer.vip", at, format!("{} node(s) have the lb role but no VIP is set", lbs.len()), "add 'loadBalancer: {vip: <unused address in the node subnet>}'");
+        let at = lbs
+            .first()
+            .and_then(|n| nodes.iter().position(|x| x.name == n.name))
+            .map(|i| &raw.nodes.value[i].roles);
+        cx.err(
+            "loadBalancer.vip",
+            at,
+            format!("{} node(s) have the lb role but no VIP is set", lbs.len()),
+            "add 'loadBalancer: {vip: <unused address in the node subnet>}'",
+        );
     }
     if lbs.is_empty() && rlb.and_then(|l| l.vip.as_ref()).is_some() {
-        cx.err("loadBalancer.vip", rlb.and_then(|l| l.vip.as_ref()), "a VIP is set but no node has the lb role", "give two nodes the lb role, or remove loadBalancer");
+        cx.err(
+            "loadBalancer.vip",
+            rlb.and_then(|l| l.vip.as_ref()),
+            "a VIP is set but no node has the lb role",
+            "give two nodes the lb role, or remove loadBalancer",
+        );
     }
     if lbs.len() == 1 {
-        cx.warn("nodes", Some(&raw.nodes), "a single lb node is a single point of failure", "add a second lb node so keepalived can move the VIP");
+        cx.warn(
+            "nodes",
+            Some(&raw.nodes),
+            "a single lb node is a single point of failure",
+            "add a second lb node so keepalived can move the VIP",
+        );
     }
     let endpoint = match &raw.control_plane_endpoint {
         Some(e) => match parse_endpoint(&e.value) {
             Ok(ep) => {
                 if let (Some(v), EndpointHost::Ip(ip)) = (vip, &ep.host) {
                     if *ip != v {
-                        cx.err("controlPlaneEndpoint", Some(e), format!("endpoint {ip} differs from loadBalancer.vip {v}"), "the endpoint must be the VIP (or a DNS name resolving to it)");
+                        cx.err(
+                            "controlPlaneEndpoint",
+                            Some(e),
+                            format!("endpoint {ip} differs from loadBalancer.vip {v}"),
+                            "the endpoint must be the VIP (or a DNS name resolving to it)",
+                        );
                     }
                 }
                 ep
             }
             Err(why) => {
-                cx.err("controlPlaneEndpoint", Some(e), format!("bad endpoint '{}': {why}", e.value), "write HOST:PORT, e.g. 10.10.0.100:6443 or api.example.com:6443");
-                Endpoint { host: EndpointHost::Dns("invalid".into()), port: defaults::API_PORT }
+                cx.err(
+                    "controlPlaneEndpoint",
+                    Some(e),
+                    format!("bad endpoint '{}': {why}", e.value),
+                    "write HOST:PORT, e.g. 10.10.0.100:6443 or api.example.com:6443",
+                );
+                Endpoint {
+                    host: EndpointHost::Dns("invalid".into()),
+                    port: defaults::API_PORT,
+                }
             }
         },
         None => match (vip, cps.as_slice()) {
-            (Some(v), _) => Endpoint { host: EndpointHost::Ip(v), port: defaults::API_PORT },
-            (None, [one]) => Endpoint { host: EndpointHost::Ip(one.address), port: defaults::API_PORT },
-            (None, []) => Endpoint { host: EndpointHost::Dns("invalid".into()), port: defaults::API_PORT },
+            (Some(v), _) => Endpoint {
+                host: EndpointHost::Ip(v),
+                port: defaults::API_PORT,
+            },
+            (None, [one]) => Endpoint {
+                host: EndpointHost::Ip(one.address),
+                port: defaults::API_PORT,
+            },
+            (None, []) => Endpoint {
+                host: EndpointHost::Dns("invalid".into()),
+                port: defaults::API_PORT,
+            },
             (None, many) => {
                 cx.err::<()>("controlPlaneEndpoint", None, format!("{} control planes but no endpoint in front of them", many.len()), "set controlPlaneEndpoint to a VIP or DNS name (and add lb nodes with loadBalancer.vip), e.g. 'controlPlaneEndpoint: 10.10.0.100:6443'");
-                Endpoint { host: EndpointHost::Dns("invalid".into()), port: defaults::API_PORT }
+                Endpoint {
+                    host: EndpointHost::Dns("invalid".into()),
+                    port: defaults::API_PORT,
+                }
             }
         },
     };
     let load_balancer = vip.map(|vip| LoadBalancer {
         vip,
-        interface: rlb.and_then(|l| opt_str(&l.interface)).unwrap_or(defaults::LB_INTERFACE).to_string(),
-        virtual_router_id: rlb.and_then(|l| l.virtual_router_id.as_ref().map(|v| v.value)).unwrap_or(defaults::VRRP_ROUTER_ID),
-        stats_port: rlb.and_then(|l| l.stats_port.as_ref().map(|v| v.value)).unwrap_or(defaults::LB_STATS_PORT),
+        interface: rlb
+            .and_then(|l| opt_str(&l.interface))
+            .unwrap_or(defaults::LB_INTERFACE)
+            .to_string(),
+        virtual_router_id: rlb
+            .and_then(|l| l.virtual_router_id.as_ref().map(|v| v.value))
+            .unwrap_or(defaults::VRRP_ROUTER_ID),
+        stats_port: rlb
+            .and_then(|l| l.stats_port.as_ref().map(|v| v.value))
+            .unwrap_or(defaults::LB_STATS_PORT),
+        etcd_port: rlb.and_then(|l| l.etcd_port.as_ref().map(|v| v.value)),
     });
+    if let Some(p) = rlb.and_then(|l| l.etcd_port.as_ref()) {
+        let port = p.value;
+        let stats_port = rlb
+            .and_then(|l| l.stats_port.as_ref().map(|v| v.value))
+            .unwrap_or(defaults::LB_STATS_PORT);
+        let field = "loadBalancer.etcdPort";
+        if rlb.and_then(|l| l.vip.as_ref()).is_none() {
+            cx.err(
+                field,
+                Some(p),
+                "etcdPort is set but there is no load balancer (no loadBalancer.vip)",
+                "set loadBalancer.vip and give two nodes the lb role, or remove etcdPort",
+            );
+        }
+        if port == 0 {
+            cx.err(
+                field,
+                Some(p),
+                "port 0 is not usable",
+                "use a free TCP port, e.g. 2379",
+            );
+        } else if port == endpoint.port {
+            cx.err(field, Some(p), format!("etcdPort {port} is also the API port (the controlPlaneEndpoint port)"), "HAProxy binds both frontends on every address of the LB: pick another port, e.g. 2379");
+        } else if port == stats_port {
+            cx.err(
+                field,
+                Some(p),
+                format!("etcdPort {port} is also loadBalancer.statsPort"),
+                format!("pick another port, e.g. 2379 (the stats page is on {stats_port})"),
+            );
+        } else if let Some(n) = lbs.iter().find(|n| n.ssh.port == port) {
+            cx.err(
+                field,
+                Some(p),
+                format!("etcdPort {port} is the SSH port of lb node '{}'", n.name),
+                "HAProxy could not bind it next to sshd: pick another port, e.g. 2379",
+            );
+        } else if let Some(n) = lbs
+            .iter()
+            .find(|n| n.has(Role::Etcd))
+            .filter(|_| (2379..=2381).contains(&port))
+        {
+            cx.err(
+                field,
+                Some(p),
+                format!(
+                    "lb node '{}' is also an etcd member, whose etcd listens on port {port}",
+                    n.name
+                ),
+                "pick a port etcd does not use (not 2379-2381), or move etcd off the lb nodes",
+            );
+        }
+    }
     if let Some(v) = rlb.and_then(|l| l.virtual_router_id.as_ref()) {
         if v.value == 0 {
-            cx.err("loadBalancer.virtualRouterId", Some(v), "VRRP router id must be 1-255", "both LBs share it; other VRRP groups on the subnet must use another id");
+            cx.err(
+                "loadBalancer.virtualRouterId",
+                Some(v),
+                "VRRP router id must be 1-255",
+                "both LBs share it; other VRRP groups on the subnet must use another id",
+            );
         }
     }
 
@@ -499,7 +846,12 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             "calico" => CniPlugin::Calico,
             "flannel" => CniPlugin::Flannel,
             other => {
-                cx.err("cni.plugin", Some(p), format!("unknown CNI '{other}'"), "use 'calico' or 'flannel'");
+                cx.err(
+                    "cni.plugin",
+                    Some(p),
+                    format!("unknown CNI '{other}'"),
+                    "use 'calico' or 'flannel'",
+                );
                 CniPlugin::Calico
             }
         },
@@ -507,9 +859,20 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let encapsulation = match rcni.and_then(|c| c.encapsulation.as_ref()) {
         None => defaults::CALICO_ENCAPSULATION.to_string(),
         Some(e) => {
-            const OK: [&str; 5] = ["VXLANCrossSubnet", "VXLAN", "IPIP", "IPIPCrossSubnet", "None"];
+            const OK: [&str; 5] = [
+                "VXLANCrossSubnet",
+                "VXLAN",
+                "IPIP",
+                "IPIPCrossSubnet",
+                "None",
+            ];
             if !OK.contains(&e.value.as_str()) {
-                cx.err("cni.encapsulation", Some(e), format!("unknown encapsulation '{}'", e.value), format!("use one of {}", OK.join(", ")));
+                cx.err(
+                    "cni.encapsulation",
+                    Some(e),
+                    format!("unknown encapsulation '{}'", e.value),
+                    format!("use one of {}", OK.join(", ")),
+                );
             }
             e.value.clone()
         }
@@ -518,25 +881,60 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         for (k, a) in m.addresses.value.iter().enumerate() {
             let field = format!("metallb.addresses[{k}]");
             match parse_pool(&a.value) {
-                None => cx.err(&field, Some(a), format!("'{}' is neither a CIDR nor a FIRST-LAST range", a.value), "write e.g. 10.10.0.200-10.10.0.220 or 10.10.0.240/28"),
+                None => cx.err(
+                    &field,
+                    Some(a),
+                    format!("'{}' is neither a CIDR nor a FIRST-LAST range", a.value),
+                    "write e.g. 10.10.0.200-10.10.0.220 or 10.10.0.240/28",
+                ),
                 Some((lo, hi)) => {
                     let inside = |ip: IpAddr| ip >= lo && ip <= hi;
                     if let Some(n) = nodes.iter().find(|n| inside(n.address)) {
-                        cx.err(&field, Some(a), format!("pool {} contains node '{}''s address {}", a.value, n.name, n.address), "MetalLB would hand out a node's address: pick a free range");
+                        cx.err(
+                            &field,
+                            Some(a),
+                            format!(
+                                "pool {} contains node '{}''s address {}",
+                                a.value, n.name, n.address
+                            ),
+                            "MetalLB would hand out a node's address: pick a free range",
+                        );
                     }
                     if let Some(v) = vip.filter(|v| inside(*v)) {
-                        cx.err(&field, Some(a), format!("pool {} contains the VIP {v}", a.value), "keep the VIP out of the MetalLB pool");
+                        cx.err(
+                            &field,
+                            Some(a),
+                            format!("pool {} contains the VIP {v}", a.value),
+                            "keep the VIP out of the MetalLB pool",
+                        );
                     }
                     if pod_n.contains(&lo) || svc_n.contains(&lo) {
-                        cx.err(&field, Some(a), format!("pool {} lies in the pod or service CIDR", a.value), "MetalLB addresses must be on the node network");
+                        cx.err(
+                            &field,
+                            Some(a),
+                            format!("pool {} lies in the pod or service CIDR", a.value),
+                            "MetalLB addresses must be on the node network",
+                        );
                     }
                 }
             }
         }
         if m.addresses.value.is_empty() {
-            cx.err("metallb.addresses", Some(&m.addresses), "MetalLB pool is empty", "give at least one range, or remove the metallb section");
+            cx.err(
+                "metallb.addresses",
+                Some(&m.addresses),
+                "MetalLB pool is empty",
+                "give at least one range, or remove the metallb section",
+            );
         }
-        MetalLb { addresses: m.addresses.value.iter().map(|a| a.value.trim().to_string()).collect() }
+        MetalLb {
+            addresses: m
+                .addresses
+                .value
+                .iter()
+                .map(|a| a.value.trim().to_string())
+                .collect(),
+        }
     });
 
     // --- etcd
@@ -547,13 +945,24 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             "systemd" => EtcdDeployment::Systemd,
             "static-pod" => EtcdDeployment::StaticPod,
             other => {
-                cx.err("etcd.deployment", Some(d), format!("unknown etcd deployment '{other}'"), "use 'systemd' or 'static-pod'");
+                cx.err(
+                    "etcd.deployment",
+                    Some(d),
+                    format!("unknown etcd deployment '{other}'"),
+                    "use 'systemd' or 'static-pod'",
+                );
                 EtcdDeployment::Systemd
             }
         },
     };
     let apiserver_access = match retcd.and_then(|e| e.apiserver_access.as_ref()) {
-        None => if topology == EtcdTopology::External { EtcdAccess::LocalProxy } else { EtcdAccess::Direct },
+        None => {
+            if topology == EtcdTopology::External {
+                EtcdAccess::LocalProxy
+            } else {
+                EtcdAccess::Direct
+            }
+        }
         Some(a) => match a.value.as_str() {
             "local-proxy" => {
                 if topology == EtcdTopology::Stacked {
@@ -563,10 +972,36 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             }
             "direct" => EtcdAccess::Direct,
             other => {
-                cx.err("etcd.apiserverAccess", Some(a), format!("unknown access mode '{other}'"), "use 'local-proxy' or 'direct'");
+                cx.err(
+                    "etcd.apiserverAccess",
+                    Some(a),
+                    format!("unknown access mode '{other}'"),
+                    "use 'local-proxy' or 'direct'",
+                );
                 EtcdAccess::Direct
             }
         },
+    };
+    let local_proxy = match retcd.and_then(|e| e.local_proxy.as_ref()) {
+        None => EtcdProxyDeployment::StaticPod,
+        Some(p) => {
+            let mode = match p.value.as_str() {
+                "static-pod" => Some(EtcdProxyDeployment::StaticPod),
+                "systemd" => Some(EtcdProxyDeployment::Systemd),
+                other => {
+                    cx.err("etcd.localProxy", Some(p), format!("unknown local proxy deployment '{other}'"), "use 'static-pod' (the default: a kubelet static pod) or 'systemd' (a kubeha-etcd-proxy.service unit)");
+                    None
+                }
+            };
+            if mode.is_some() {
+                if topology != EtcdTopology::External {
+                    cx.err("etcd.localProxy", Some(p), "etcd.localProxy needs the external topology", "stacked control planes reach their own etcd member on 127.0.0.1 and run no proxy: remove etcd.localProxy");
+                } else if apiserver_access != EtcdAccess::LocalProxy {
+                    cx.err("etcd.localProxy", Some(p), "etcd.localProxy is set, but API servers reach etcd directly (etcd.apiserverAccess: direct)", "remove etcd.localProxy, or set 'etcd.apiserverAccess: local-proxy'");
+                }
+            }
+            mode.unwrap_or(EtcdProxyDeployment::StaticPod)
+        }
     };
     let members: Vec<&Node> = match topology {
         EtcdTopology::External => nodes.iter().filter(|n| n.has(Role::Etcd)).collect(),
@@ -583,15 +1018,30 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     };
     let etcd = EtcdSettings {
         deployment,
-        data_dir: retcd.and_then(|e| opt_str(&e.data_dir)).unwrap_or(defaults::ETCD_DATA_DIR).to_string(),
+        data_dir: retcd
+            .and_then(|e| opt_str(&e.data_dir))
+            .unwrap_or(defaults::ETCD_DATA_DIR)
+            .to_string(),
         apiserver_access,
         ca_host,
-        binary: retcd.and_then(|e| opt_str(&e.binary)).unwrap_or(defaults::ETCD_BINARY).to_string(),
+        binary: retcd
+            .and_then(|e| opt_str(&e.binary))
+            .unwrap_or(defaults::ETCD_BINARY)
+            .to_string(),
+        local_proxy,
     };
-    for (field, v) in [("etcd.dataDir", retcd.and_then(|e| e.data_dir.as_ref())), ("etcd.binary", retcd.and_then(|e| e.binary.as_ref()))] {
+    for (field, v) in [
+        ("etcd.dataDir", retcd.and_then(|e| e.data_dir.as_ref())),
+        ("etcd.binary", retcd.and_then(|e| e.binary.as_ref())),
+    ] {
         if let Some(v) = v {
             if !v.value.starts_with('/') {
-                cx.err(field, Some(v), format!("'{}' is not an absolute path", v.value), "write a path starting with '/'");
+                cx.err(
+                    field,
+                    Some(v),
+                    format!("'{}' is not an absolute path", v.value),
+                    "write a path starting with '/'",
+                );
             }
         }
     }
@@ -600,69 +1050,151 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let rc = raw.certificates.as_ref();
     let key_algorithm = match rc.and_then(|c| c.key_algorithm.as_ref()) {
         None => KeyAlgorithm::Rsa2048,
-        Some(k) => match k.value.to_ascii_lowercase().as_str() {
-            "rsa-2048" => KeyAlgorithm::Rsa2048,
-            "ecdsa-p256" => KeyAlgorithm::EcdsaP256,
-            _ => {
-                cx.err("certificates.keyAlgorithm", Some(k), format!("unsupported key algorithm '{}'", k.value), "use 'rsa-2048' (kubeadm's default) or 'ecdsa-p256' (much faster to generate)");
-                KeyAlgorithm::Rsa2048
+        Some(k) => {
+            match k.value.to_ascii_lowercase().as_str() {
+                "rsa-2048" => KeyAlgorithm::Rsa2048,
+                "ecdsa-p256" => KeyAlgorithm::EcdsaP256,
+                _ => {
+                    cx.err("certificates.keyAlgorithm", Some(k), format!("unsupported key algorithm '{}'", k.value), "use 'rsa-2048' (kubeadm's default) or 'ecdsa-p256' (much faster to generate)");
+                    KeyAlgorithm::Rsa2048
+                }
             }
-        },
+        }
     };
     let hours = |cx: &mut Ctx<'_>, field: &str, v: Option<&S<String>>, default: u32| match v {
         None => default,
         Some(s) => parse_hours(&s.value).unwrap_or_else(|| {
-            cx.err(field, Some(s), format!("'{}' is not a duration", s.value), "write hours, days or years: 8760h, 365d, 1y");
+            cx.err(
+                field,
+                Some(s),
+                format!("'{}' is not a duration", s.value),
+                "write hours, days or years: 8760h, 365d, 1y",
+            );
             default
         }),
     };
-    let validity_hours = hours(cx, "certificates.validity", rc.and_then(|c| c.validity.as_ref()), defaults::LEAF_VALIDITY_HOURS);
-    let ca_validity_hours = hours(cx, "certificates.caValidity", rc.and_then(|c| c.ca_validity.as_ref()), defaults::CA_VALIDITY_HOURS);
+    let validity_hours = hours(
+        cx,
+        "certificates.validity",
+        rc.and_then(|c| c.validity.as_ref()),
+        defaults::LEAF_VALIDITY_HOURS,
+    );
+    let ca_validity_hours = hours(
+        cx,
+        "certificates.caValidity",
+        rc.and_then(|c| c.ca_validity.as_ref()),
+        defaults::CA_VALIDITY_HOURS,
+    );
     if validity_hours > ca_validity_hours {
-        cx.err("certificates.validity", rc.and_then(|c| c.validity.as_ref()), "leaf certificates would outlive their CA", "keep certificates.validity at or below certificates.caValidity");
+        cx.err(
+            "certificates.validity",
+            rc.and_then(|c| c.validity.as_ref()),
+            "leaf certificates would outlive their CA",
+            "keep certificates.validity at or below certificates.caValidity",
+        );
     }
     let mut apiserver_extra_sans = Vec::new();
-    for (k, s) in rc.map(|c| c.apiserver_extra_sans.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (k, s) in rc
+        .map(|c| c.apiserver_extra_sans.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let v = s.value.trim();
-        let ok = IpAddr::from_str(v).is_ok() || is_dns_subdomain(v) || v.strip_prefix("*.").is_some_and(is_dns_subdomain);
+        let ok = IpAddr::from_str(v).is_ok()
+            || is_dns_subdomain(v)
+            || v.strip_prefix("*.").is_some_and(is_dns_subdomain);
         if ok {
             apiserver_extra_sans.push(v.to_string());
         } else {
-            cx.err(format!("certificates.apiserverExtraSans[{k}]"), Some(s), format!("'{v}' is neither an IP address nor a DNS name"), "kubeadm would drop it silently; fix or remove it");
+            cx.err(
+                format!("certificates.apiserverExtraSans[{k}]"),
+                Some(s),
+                format!("'{v}' is neither an IP address nor a DNS name"),
+                "kubeadm would drop it silently; fix or remove it",
+            );
         }
     }
 
     // --- runtime, images, provisioning
-    let cri = raw.container_runtime.as_ref().and_then(|c| c.endpoint.as_ref());
-    let container_runtime = ContainerRuntime { endpoint: cri.map_or(defaults::CRI_ENDPOINT.to_string(), |c| c.value.clone()) };
+    let cri = raw
+        .container_runtime
+        .as_ref()
+        .and_then(|c| c.endpoint.as_ref());
+    let container_runtime = ContainerRuntime {
+        endpoint: cri.map_or(defaults::CRI_ENDPOINT.to_string(), |c| c.value.clone()),
+    };
     if let Some(c) = cri {
         if !c.value.starts_with("unix:///") {
-            cx.err("containerRuntime.endpoint", Some(c), format!("'{}' is not a unix socket URL", c.value), "write e.g. unix:///var/run/containerd/containerd.sock");
+            cx.err(
+                "containerRuntime.endpoint",
+                Some(c),
+                format!("'{}' is not a unix socket URL", c.value),
+                "write e.g. unix:///var/run/containerd/containerd.sock",
+            );
         }
     }
-    let image_repository = opt_str(&raw.image_repository).unwrap_or(defaults::IMAGE_REPOSITORY).trim_end_matches('/').to_string();
+    let image_repository = opt_str(&raw.image_repository)
+        .unwrap_or(defaults::IMAGE_REPOSITORY)
+        .trim_end_matches('/')
+        .to_string();
     if image_repository.is_empty() || image_repository.contains(char::is_whitespace) {
-        cx.err("imageRepository", raw.image_repository.as_ref(), "image repository is empty or has spaces", "write e.g. registry.k8s.io or registry.example.com/k8s");
+        cx.err(
+            "imageRepository",
+            raw.image_repository.as_ref(),
+            "image repository is empty or has spaces",
+            "write e.g. registry.k8s.io or registry.example.com/k8s",
+        );
     }
     let rp = raw.provisioning.as_ref();
-    let gateway = rp.and_then(|p| p.gateway.as_ref()).and_then(|g| match IpAddr::from_str(&g.value) {
-        Ok(ip) => Some(ip),
-        Err(_) => {
-            cx.err("provisioning.gateway", Some(g), format!("'{}' is not an IP address", g.value), "");
-            None
-        }
-    });
+    let gateway =
+        rp.and_then(|p| p.gateway.as_ref())
+            .and_then(|g| match IpAddr::from_str(&g.value) {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    cx.err(
+                        "provisioning.gateway",
+                        Some(g),
+                        format!("'{}' is not an IP address", g.value),
+                        "",
+                    );
+                    None
+                }
+            });
     let mut nameservers = Vec::new();
-    for (k, s) in rp.map(|p| p.nameservers.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (k, s) in rp
+        .map(|p| p.nameservers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         match IpAddr::from_str(&s.value) {
             Ok(ip) => nameservers.push(ip),
-            Err(_) => cx.err(format!("provisioning.nameservers[{k}]"), Some(s), format!("'{}' is not an IP address", s.value), ""),
+            Err(_) => cx.err(
+                format!("provisioning.nameservers[{k}]"),
+                Some(s),
+                format!("'{}' is not an IP address", s.value),
+                "",
+            ),
         }
     }
     let provisioning = Provisioning {
-        user: rp.and_then(|p| opt_str(&p.user)).map_or(default_user.clone(), str::to_string),
-        ssh_authorized_keys: rp.map(|p| p.ssh_authorized_keys.clone()).unwrap_or_default(),
-        interface: rp.and_then(|p| opt_str(&p.interface)).map_or_else(|| load_balancer.as_ref().map_or(defaults::NETPLAN_INTERFACE.to_string(), |l| l.interface.clone()), str::to_string),
+        user: rp
+            .and_then(|p| opt_str(&p.user))
+            .map_or(default_user.clone(), str::to_string),
+        ssh_authorized_keys: rp
+            .map(|p| p.ssh_authorized_keys.clone())
+            .unwrap_or_default(),
+        interface: rp.and_then(|p| opt_str(&p.interface)).map_or_else(
+            || {
+                load_balancer
+                    .as_ref()
+                    .map_or(defaults::NETPLAN_INTERFACE.to_string(), |l| {
+                        l.interface.clone()
+                    })
+            },
+            str::to_string,
+        ),
         timezone: rp.and_then(|p| p.timezone.clone()),
         gateway,
         nameservers,
@@ -676,12 +1208,26 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         topology,
         endpoint,
         nodes,
-        networking: Networking { node_cidr, pod_cidr, service_cidr, dns_domain, node_cidr_mask_size },
-        cni: Cni { plugin, encapsulation },
+        networking: Networking {
+            node_cidr,
+            pod_cidr,
+            service_cidr,
+            dns_domain,
+            node_cidr_mask_size,
+        },
+        cni: Cni {
+            plugin,
+            encapsulation,
+        },
         metallb,
         load_balancer,
         etcd,
-        certificates: Certificates { key_algorithm, validity_hours, ca_validity_hours, apiserver_extra_sans },
+        certificates: Certificates {
+            key_algorithm,
+            validity_hours,
+            ca_validity_hours,
+            apiserver_extra_sans,
+        },
         container_runtime,
         image_repository,
         provisioning,

@@ -157,7 +157,7 @@ fn lab_up_converges_status_is_healthy_and_a_rerun_changes_nothing() {
     assert_eq!(again["changed"], false, "{again:#}");
     let (ok, plan) = lab.json(&["plan"]);
     assert!(ok);
-    assert_eq!(plan["steps"].as_array().map(Vec::len), Some(0), "{plan:#}");
+    assert_eq!(plan["plan"]["steps"].as_array().map(Vec::len), Some(0), "{plan:#}");
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn cn_and_o(c: &X509Certificate<'_>) -> (String, Vec<String>, Vec<String>) {
     (cn[0].clone(), o, order)
 }
 
-fn sans(c: &X509Certificate<'_>) -> (Vec<String>, Vec<IpAddr>) {
+pub fn sans(c: &X509Certificate<'_>) -> (Vec<String>, Vec<IpAddr>) {
     let mut dns = Vec::new();
     let mut ips = Vec::new();
     if let Some(san) = c.subject_alternative_name().unwrap() {
