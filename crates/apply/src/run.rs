@@ -108,6 +108,12 @@ type Hosts<'a> = BTreeMap<String, Box<dyn Transport + 'a>>;
 /// Observes, plans and (unless `dry_run`) applies.
 pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: &Hosts<'_>, opts: &Options, progress: &dyn Progress) -> Result<Report, ApplyError> {
     let started = Instant::now();
+    // Whether something answers on the VIP: probed while the hosts are observed, because an
+    // address nobody holds costs the whole connect timeout.
+    let vip_probe = spec.load_balancer.as_ref().map(|lb| {
+        let addr = SocketAddr::new(lb.vip, spec.endpoint.port);
+        std::thread::spawn(move || gate::tcp_accepts(addr, Duration::from_millis(500)))
+    });
     let trees: BTreeMap<&str, &kubeha_render::HostTree> = rendered.hosts.iter().map(|t| (t.node.as_str(), t)).collect();
     let nodes: Vec<&str> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
     let results = for_each_host(nodes, opts.parallelism, |name| {
@@ -127,7 +133,8 @@ pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: 
         return Err(ApplyError::Unreachable { errors });
     }
     let observe_seconds = started.elapsed().as_secs_f64();
-    let warnings = preflight(spec, &observed)?;
+    let vip_answers = vip_probe.is_some_and(|h| h.join().unwrap_or(false));
+    let warnings = preflight(spec, &observed, vip_answers)?;
     let (effective, not_installed) = without_uninstalled(rendered, &observed);
     let plan = kubeha_plan::plan(spec, &effective, &facts_map(&observed));
     let mut report = Report { plan: plan.clone(), observed, warnings, not_installed, phases: vec![], changed: false, observe_seconds, seconds: 0.0 };
@@ -340,7 +347,7 @@ fn start_order(unit: &str) -> u8 {
 }
 
 /// Checks that must pass before anything changes; returns warnings.
-fn preflight(spec: &Spec, observed: &[Observed]) -> Result<Vec<String>, ApplyError> {
+fn preflight(spec: &Spec, observed: &[Observed], vip_answers: bool) -> Result<Vec<String>, ApplyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     for o in observed {
@@ -384,7 +391,7 @@ fn preflight(spec: &Spec, observed: &[Observed]) -> Result<Vec<String>, ApplyErr
             }
         }
         let held_by_ours = observed.iter().any(|o| o.addresses.contains(&lb.vip));
-        if !held_by_ours && gate::tcp_accepts(SocketAddr::new(lb.vip, spec.endpoint.port), Duration::from_millis(500)) {
+        if !held_by_ours && vip_answers {
             problems.push(format!("the VIP {} already answers on port {} but none of the cluster's LBs holds it; another machine uses this address", lb.vip, spec.endpoint.port));
         }
     }

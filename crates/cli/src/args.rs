@@ -87,6 +87,15 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     /// Health of the cluster: etcd members, the VIP, HAProxy backends, certificates, nodes.
     #[command(after_help = "Example:\n  kubeha status -f examples/lab.yaml\n  kubeha status -o json | jq .etcd.members")]
     Status,
+    /// etcd membership, health, snapshots and maintenance over the v3 API (mutual TLS).
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
+    /// Certificates on the hosts: expiry per host and file.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Write the admin kubeconfig (named after the cluster), or merge it into yours.
+    #[command(after_help = "Example:\n  kubeha kubeconfig > admin.conf\n  kubeha kubeconfig --merge     (into $KUBECONFIG's first file or ~/.kube/config, with a backup)")]
+    Kubeconfig(KubeconfigArgs),
     /// Certificate authority operations.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -179,6 +188,39 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Lab up, one converge from empty hosts, then no-op re-runs (warm and cold SSH); needs root.
+    ///
+    /// Uses the shipped examples/lab.yaml (embedded) unless -f names a lab file. If a lab
+    /// named `lab` is already up on this machine, a renamed copy (`bench-lab`,
+    /// 198.18.250.0/24) is measured instead. State dir and lab key are scratch (a temp dir);
+    /// the lab is removed at the end, also when the run fails.
+    #[command(
+        after_help = "Example:\n  sudo kubeha bench up\n  sudo kubeha bench up -f my-lab.yaml -o json"
+    )]
+    Up {
+        /// Hosts worked on at once within a phase.
+        #[arg(long, default_value_t = 16)]
+        parallelism: usize,
+        /// Seconds each health gate may take.
+        #[arg(long, default_value_t = 60)]
+        gate_timeout: u64,
+        /// No-op runs with warm SSH connections; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        warm_runs: usize,
+    },
+    /// SSH fan-out: first contact, upload and one command on N bare lab hosts; needs root.
+    ///
+    /// Per N: a lab of N hosts on 198.18.200-203.0/24 (cluster `fanout-N`); 20 files of 2 KiB
+    /// uploaded to every host in one batch, then `sha256sum` of them checked against what was
+    /// sent; cold (first contact) and again warm, with 16 hosts at once and with all N.
+    #[command(
+        after_help = "Example:\n  sudo kubeha bench fanout\n  sudo kubeha bench fanout --hosts 5,50 -o json"
+    )]
+    Fanout {
+        /// Lab sizes to measure, comma-separated (at most 4, each 1..=240).
+        #[arg(long, value_delimiter = ',', default_value = "5,10,25,50")]
+        hosts: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,20 +235,23 @@ pub enum LabCommand {
     #[command(after_help = "Example:\n  kubeha lab up examples/lab.yaml\n  ssh -i .kubeha/lab-key root@198.18.0.11 hostname")]
     Up {
         /// Lab cluster file (addresses in 198.18.0.0/15); defaults to -f.
-        file: Option<std::path::PathBuf>,
+        #[arg(value_name = "FILE")]
+        cluster_file: Option<std::path::PathBuf>,
     },
     /// Remove every namespace, link, process and directory of a lab, also after a crash.
     #[command(after_help = "Example:\n  kubeha lab down examples/lab.yaml\n  kubeha lab down --all")]
     Down {
         /// Lab cluster file; defaults to -f.
-        file: Option<std::path::PathBuf>,
+        #[arg(value_name = "FILE")]
+        cluster_file: Option<std::path::PathBuf>,
         /// Remove every kubeha lab found on this machine.
         #[arg(long)]
         all: bool,
     },
     /// List lab hosts and whether their sshd answers.
     Status {
-        file: Option<std::path::PathBuf>,
+        #[arg(value_name = "FILE")]
+        cluster_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -234,4 +279,74 @@ pub struct UpArgs {
     /// Seconds each health gate may take before the run stops.
     #[arg(long, default_value_t = 60)]
     pub gate_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Members with health, leader, learner state and DB size; flags ghost members.
+    Members,
+    /// Health and latency of every member.
+    Health,
+    /// Add a member as a learner (its host must be in the cluster file).
+    Add {
+        /// Node name from the cluster file.
+        node: String,
+    },
+    /// Remove a member (refused when it would lose quorum, unless --force).
+    Remove {
+        /// Member name or hex ID.
+        member: String,
+        /// Remove even if the remaining members cannot form a quorum.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Promote a learner to a voting member.
+    Promote {
+        /// Member name or hex ID.
+        member: String,
+    },
+    /// Remove ghost members: never started, or whose host is gone from the cluster file.
+    Forget {
+        /// Member name or hex ID; all ghosts when omitted.
+        member: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Save or restore snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Defragment every member, one at a time.
+    Defrag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a snapshot from a healthy member to FILE and verify it.
+    Save { file: std::path::PathBuf },
+    /// Rebuild the cluster from FILE on the hosts of the cluster file.
+    Restore {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Read the certificates on every host and print expiry per host and file.
+    Check {
+        /// Warn below this many days.
+        #[arg(long, default_value_t = 30)]
+        warn_days: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Merge into $KUBECONFIG's first file or ~/.kube/config instead of printing.
+    #[arg(long)]
+    pub merge: bool,
+    /// The kubeconfig file to merge into (overrides $KUBECONFIG and ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub into: Option<std::path::PathBuf>,
 }

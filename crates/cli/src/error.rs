@@ -1,14 +1,12 @@
 //! What can go wrong at the command line, the exit status of each, and how it is shown.
 //!
-//! Exit status is a contract: 0 success, 1 failure, 2 invalid input.
+//! Exit status is a contract: 0 success (`ExitCode::SUCCESS`), 1 failure, 2 invalid input.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use kubeha_spec::{Problem, Severity, SpecError};
 use miette::{Diagnostic, NamedSource, SourceSpan};
 
-/// The run succeeded.
-pub const EXIT_OK: u8 = 0;
 /// Something failed while doing the work (I/O, state dir, rendering).
 pub const EXIT_FAILURE: u8 = 1;
 /// The input was wrong (cluster file, flags, arguments); nothing was changed.

@@ -15,9 +15,9 @@ use crate::{
 
 pub fn run(g: &Global, c: &LabCommand) -> Result<ExitCode, CliError> {
     match c {
-        LabCommand::Up { file } => up(g, file.as_deref()),
-        LabCommand::Down { file, all } => down(g, file.as_deref(), *all),
-        LabCommand::Status { file } => status(g, file.as_deref()),
+        LabCommand::Up { cluster_file } => up(g, cluster_file.as_deref()),
+        LabCommand::Down { cluster_file, all } => down(g, cluster_file.as_deref(), *all),
+        LabCommand::Status { cluster_file } => status(g, cluster_file.as_deref()),
     }
 }
 

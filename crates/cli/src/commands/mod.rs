@@ -2,7 +2,10 @@
 
 mod bench;
 mod ca;
+mod certs;
+mod etcd;
 mod init;
+mod kubeconfig;
 mod lab;
 mod render;
 mod status;
@@ -31,6 +34,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan(a) => up::run(g, &a, true),
         Command::Up(a) => up::run(g, &a, false),
         Command::Status => status::run(g),
+        Command::Etcd(c) => etcd::run(g, &c),
+        Command::Certs(c) => certs::run(g, &c),
+        Command::Kubeconfig(a) => kubeconfig::run(g, &a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "kubeha", &mut std::io::stdout());

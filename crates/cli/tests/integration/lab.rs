@@ -191,8 +191,14 @@ fn a_stopped_member_shows_as_unhealthy_with_quorum_and_up_restores_it() {
     lab.up_ok();
     let kill = lab.sh("etcd-2", "kill -9 $(cat /run/kubeha/etcd.service.pid)");
     assert!(kill.status.success(), "{kill:?}");
-    let st = lab.status();
+    // If the killed member led, the others need an election before reads succeed again.
+    let mut st = lab.status();
+    wait_until(Duration::from_secs(15), || {
+        st = lab.status();
+        st["etcd"]["healthy"] == 2
+    });
     assert_eq!(st["etcd"]["healthy"], 2, "{st:#}");
+    assert_eq!(st["etcd"]["total"], 3);
     assert_eq!(st["etcd"]["quorum"], true);
     assert_eq!(st["healthy"], false);
     let r = lab.up_ok();

@@ -3,7 +3,9 @@
 mod harness;
 
 mod ca;
+mod certs;
 mod cli;
+mod kubeconfig;
 mod lab;
 mod render;
 mod validate;

@@ -207,7 +207,7 @@ impl Default for Supervisor {
         Supervisor {
             unit_dirs: UNIT_DIRS.iter().map(PathBuf::from).collect(),
             run_dir: PathBuf::from(RUN_DIR),
-            start_grace: Duration::from_secs(1),
+            start_grace: Duration::from_millis(400),
             stop_timeout: Duration::from_secs(5),
         }
     }

@@ -1,27 +1,23 @@
-//! `kubeha bench`: kubeha measuring itself, so that speed claims are reproducible.
-//!
-//! `bench render` times, on this machine: a fresh PKI (every key generated, on all cores),
+//! `kubeha bench render` times, on this machine: a fresh PKI (every key generated, on all cores),
 //! the pure render, the write of the output tree, and a second run with nothing changed.
 //! It also times key generation on one thread to give the per-key cost the totals rest on.
 
-use std::{
-    path::Path,
-    process::ExitCode,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::ExitCode, time::Instant};
 
 use kubeha_spec::{KeyAlgorithm, Node, Role, Spec, Ssh};
 use serde::Serialize;
 
 use crate::{
-    args::{BenchArgs, BenchWhat, Global, KeyAlg},
+    args::{Global, KeyAlg},
     error::CliError,
     output::emit,
     table::Table,
     tree,
 };
 
-const EXAMPLE: &str = include_str!("../../../../examples/external-etcd.yaml");
+use super::{median, peak_rss_mb};
+
+const EXAMPLE: &str = include_str!("../../../../../examples/external-etcd.yaml");
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,10 +44,15 @@ struct BenchReport {
     peak_rss_mb: Option<f64>,
 }
 
-pub fn run(g: &Global, b: &BenchArgs) -> Result<ExitCode, CliError> {
-    let BenchWhat::Render { use_file, workers, key_algorithm, runs } = &b.what;
-    let base = if *use_file {
-        super::load_spec(g)?.spec
+pub fn run(
+    g: &Global,
+    use_file: bool,
+    workers: Option<usize>,
+    key_algorithm: Option<KeyAlg>,
+    runs: usize,
+) -> Result<ExitCode, CliError> {
+    let base = if use_file {
+        super::super::load_spec(g)?.spec
     } else {
         kubeha_spec::load_str(EXAMPLE, Path::new("examples/external-etcd.yaml"))?.spec
     };
@@ -60,18 +61,27 @@ pub fn run(g: &Global, b: &BenchArgs) -> Result<ExitCode, CliError> {
         Some(KeyAlg::EcdsaP256) => vec![KeyAlgorithm::EcdsaP256],
         None => vec![KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048],
     };
-    let runs = (*runs).max(1);
+    let runs = runs.max(1);
     let mut rows = Vec::new();
     for alg in algs {
         let mut spec = base.clone();
         spec.certificates.key_algorithm = alg;
         if let Some(n) = workers {
-            with_workers(&mut spec, *n);
+            with_workers(&mut spec, n);
         }
-        eprintln!("bench: {} nodes, {} ({} run(s))…", spec.nodes.len(), alg.as_str(), runs);
+        eprintln!(
+            "bench: {} nodes, {} ({} run(s))…",
+            spec.nodes.len(),
+            alg.as_str(),
+            runs
+        );
         rows.push(measure(&spec, runs, workers.is_none())?);
     }
-    let report = BenchReport { runs, rows, peak_rss_mb: peak_rss_mb() };
+    let report = BenchReport {
+        runs,
+        rows,
+        peak_rss_mb: peak_rss_mb(),
+    };
     emit(g.output, &report, || human(&report))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -87,7 +97,11 @@ fn with_workers(spec: &mut Spec, n: usize) {
             name: format!("worker-{i:04}"),
             address: addr.into(),
             roles: [Role::Worker].into(),
-            ssh: Ssh { user: "k8sadmin".into(), port: 22, key: None },
+            ssh: Ssh {
+                user: "k8sadmin".into(),
+                port: 22,
+                key: None,
+            },
             labels: Default::default(),
             taints: vec![],
             lb_priority: None,
@@ -95,17 +109,16 @@ fn with_workers(spec: &mut Spec, n: usize) {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
-}
-
 fn measure(spec: &Spec, runs: usize, per_key: bool) -> Result<Row, CliError> {
-    let (mut pki, mut render, mut write, mut total, mut rerun) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut pki, mut render, mut write, mut total, mut rerun) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut keys = 0;
     let mut files = 0;
     for _ in 0..runs {
-        let dir = tempfile::tempdir().map_err(CliError::io("create temporary directory", std::env::temp_dir()))?;
+        let dir = tempfile::tempdir().map_err(CliError::io(
+            "create temporary directory",
+            std::env::temp_dir(),
+        ))?;
         let state = dir.path().join("state");
         let out = dir.path().join("out");
         let t0 = Instant::now();
@@ -118,7 +131,8 @@ fn measure(spec: &Spec, runs: usize, per_key: bool) -> Result<Row, CliError> {
         let t3 = Instant::now();
         drop(store);
         keys = issued.keys_generated;
-        files = rendered.hosts.iter().map(|h| h.files.len()).sum::<usize>() + rendered.operator.len();
+        files =
+            rendered.hosts.iter().map(|h| h.files.len()).sum::<usize>() + rendered.operator.len();
         pki.push(t1 - t0);
         render.push(t2 - t1);
         write.push(t3 - t2);
@@ -131,11 +145,20 @@ fn measure(spec: &Spec, runs: usize, per_key: bool) -> Result<Row, CliError> {
         let (_, outcome) = tree::write(&out, &spec.name, &rendered)?;
         rerun.push(t4.elapsed());
         if again.keys_generated != 0 || outcome != tree::Outcome::Unchanged {
-            return Err(CliError::Input { message: "a re-run with nothing changed changed something".into(), help: "this is a bug in kubeha".into() });
+            return Err(CliError::Input {
+                message: "a re-run with nothing changed changed something".into(),
+                help: "this is a bug in kubeha".into(),
+            });
         }
     }
     let per_key_ms_one_thread = if per_key && keys > 0 {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| CliError::Input { message: format!("cannot start a thread pool: {e}"), help: String::new() })?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| CliError::Input {
+                message: format!("cannot start a thread pool: {e}"),
+                help: String::new(),
+            })?;
         let t = Instant::now();
         pool.install(|| kubeha_pki::issue_in_memory(spec, time::OffsetDateTime::now_utc()))?;
         Some(t.elapsed().as_secs_f64() * 1000.0 / keys as f64)
@@ -158,22 +181,26 @@ fn measure(spec: &Spec, runs: usize, per_key: bool) -> Result<Row, CliError> {
     })
 }
 
-/// Peak resident memory of this process (`VmHWM`), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn human(r: &BenchReport) -> String {
-    let mut t = Table::new(["NODES", "KEYS", "ALGORITHM", "KEY(1 THREAD)", "FRESH PKI", "RENDER", "WRITE", "FRESH TOTAL", "UNCHANGED RE-RUN", "FILES"]);
+    let mut t = Table::new([
+        "NODES",
+        "KEYS",
+        "ALGORITHM",
+        "KEY(1 THREAD)",
+        "FRESH PKI",
+        "RENDER",
+        "WRITE",
+        "FRESH TOTAL",
+        "UNCHANGED RE-RUN",
+        "FILES",
+    ]);
     for row in &r.rows {
         t.row([
             row.nodes.to_string(),
             row.keys.to_string(),
             row.key_algorithm.clone(),
-            row.per_key_ms_one_thread.map_or("-".into(), |v| format!("{v:.1} ms")),
+            row.per_key_ms_one_thread
+                .map_or("-".into(), |v| format!("{v:.1} ms")),
             format!("{:.0} ms", row.fresh_pki_ms),
             format!("{:.0} ms", row.render_ms),
             format!("{:.0} ms", row.write_ms),
@@ -187,6 +214,7 @@ fn human(r: &BenchReport) -> String {
         t.render(),
         r.runs,
         r.rows.first().map_or(0, |x| x.threads),
-        r.peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MB"))
+        r.peak_rss_mb
+            .map_or("unknown".into(), |m| format!("{m:.0} MB"))
     )
 }
