@@ -2,6 +2,7 @@
 //! parallel), and hold every phase behind its health gate.
 
 pub mod gate;
+pub mod membership;
 pub mod observe;
 pub mod run;
 pub mod service;

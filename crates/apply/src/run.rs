@@ -264,7 +264,13 @@ fn combine(results: impl Iterator<Item = (String, GateResult)>) -> GateResult {
     } else if !nv.is_empty() {
         GateResult::NotVerifiable(nv.join("; "))
     } else {
-        GateResult::Passed(ok.join("; "))
+        // "<host>: <what> (<time>)" for every host: say <what> once.
+        let what = |x: &String| x.split_once(": ").map_or(x.clone(), |(_, w)| w.split(" (").next().unwrap_or(w).to_string());
+        let hosts: Vec<&str> = ok.iter().filter_map(|x| x.split(": ").next()).collect();
+        match ok.first().map(what) {
+            Some(first) if ok.iter().all(|x| what(x) == first) => GateResult::Passed(format!("{first} on {}", hosts.join(", "))),
+            _ => GateResult::Passed(ok.join("; ")),
+        }
     }
 }
 

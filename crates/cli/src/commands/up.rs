@@ -18,32 +18,74 @@ use crate::{
     table::Table,
 };
 
-/// Progress lines on stderr, one per event, prefixed with the time since the start.
+/// Progress on stderr: on a terminal, a spinner per phase whose message follows the hosts;
+/// otherwise (CI, pipes, logs) one timestamped line per event.
 struct Lines {
     start: Instant,
     quiet: bool,
-    lock: Mutex<()>,
+    bars: Option<indicatif::MultiProgress>,
+    current: Mutex<Option<indicatif::ProgressBar>>,
 }
 
 impl Lines {
+    fn new(start: Instant, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        Lines { start, quiet, bars, current: Mutex::new(None) }
+    }
+
     fn say(&self, text: &str) {
         if self.quiet {
             return;
         }
-        let _guard = self.lock.lock();
-        eprintln!("[{:>5.1}s] {text}", self.start.elapsed().as_secs_f64());
+        let line = format!("[{:>5.1}s] {text}", self.start.elapsed().as_secs_f64());
+        match &self.bars {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Lines {
+    /// Stops a spinner left running by a phase without a gate.
+    fn finish(&self) {
+        if let Some(bar) = self.current.lock().ok().and_then(|mut c| c.take()) {
+            bar.finish_with_message("done");
+        }
     }
 }
 
 impl Progress for Lines {
     fn phase(&self, phase: Phase, hosts: usize) {
-        self.say(&format!("── {phase}: {hosts} host(s) to change"));
+        match &self.bars {
+            Some(m) => {
+                let bar = m.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {elapsed:>4} {wide_msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+                bar.set_prefix(phase.to_string());
+                bar.set_message(format!("{hosts} host(s) to change"));
+                bar.enable_steady_tick(std::time::Duration::from_millis(100));
+                if let Ok(mut cur) = self.current.lock() {
+                    if let Some(prev) = cur.replace(bar) {
+                        prev.finish_with_message("done");
+                    }
+                }
+            }
+            None => self.say(&format!("── {phase}: {hosts} host(s) to change")),
+        }
     }
     fn host(&self, phase: Phase, node: &str, message: &str) {
-        self.say(&format!("   {phase} {node}: {message}"));
+        match self.current.lock().ok().and_then(|c| c.clone()) {
+            Some(bar) if self.bars.is_some() => bar.set_message(format!("{node}: {message}")),
+            _ => self.say(&format!("   {phase} {node}: {message}")),
+        }
     }
     fn gate(&self, phase: Phase, result: &GateResult) {
-        self.say(&format!("   {phase} gate {}", result.text()));
+        match self.current.lock().ok().and_then(|mut c| c.take()) {
+            Some(bar) if self.bars.is_some() => bar.finish_with_message(format!("gate {}", result.text())),
+            _ => self.say(&format!("   {phase} gate {}", result.text())),
+        }
     }
 }
 
@@ -89,8 +131,9 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
         gate_timeout: std::time::Duration::from_secs(a.gate_timeout),
         ..Options::default()
     };
-    let progress = Lines { start, quiet: dry_run || g.output != Format::Table, lock: Mutex::new(()) };
+    let progress = Lines::new(start, dry_run || g.output != Format::Table);
     let result = kubeha_apply::converge(spec, &rendered, &materials, &hosts, &opts, &progress);
+    progress.finish();
     drop(store);
     let report = match result {
         Ok(r) => r,
