@@ -37,12 +37,18 @@ impl GateResult {
 }
 
 /// Polls `check` every `every` until it returns `Ok` or `timeout` passes.
-pub fn poll<T>(timeout: Duration, every: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<(T, Duration), String> {
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<(T, Duration), String> {
     let start = Instant::now();
     loop {
         match check() {
             Ok(v) => return Ok((v, start.elapsed())),
-            Err(why) if start.elapsed() >= timeout => return Err(format!("{why} (gave up after {:.0?})", timeout)),
+            Err(why) if start.elapsed() >= timeout => {
+                return Err(format!("{why} (gave up after {:.0?})", timeout));
+            }
             Err(_) => std::thread::sleep(every),
         }
     }
@@ -53,8 +59,14 @@ pub fn etcd_client(spec: &Spec, m: &Materials, timeout: Duration) -> Result<Clie
     let members = spec.etcd_members();
     let first = members.first().ok_or("the cluster has no etcd member")?;
     let ca = m.ca(CaId::Etcd).ok_or("no etcd CA in the PKI")?;
-    let client = m.leaf(&LeafId::new(&first.name, LeafKind::EtcdHealthcheckClient)).ok_or("no etcd healthcheck-client certificate in the PKI")?;
-    let tls = TlsMaterial { ca_pem: ca.cert_pem.clone(), cert_pem: client.cert_pem.clone(), key_pem: client.key_pem.clone() };
+    let client = m
+        .leaf(&LeafId::new(&first.name, LeafKind::EtcdHealthcheckClient))
+        .ok_or("no etcd healthcheck-client certificate in the PKI")?;
+    let tls = TlsMaterial {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: client.cert_pem.clone(),
+        key_pem: client.key_pem.clone(),
+    };
     let endpoints = members.iter().map(|n| Spec::etcd_client_url(n)).collect();
     Client::new(endpoints, &tls, timeout).map_err(|e| kubeha_etcd::error_chain(&e))
 }
@@ -83,7 +95,11 @@ pub fn etcd(spec: &Spec, m: &Materials, timeout: Duration) -> GateResult {
             }
         }
         if !sick.is_empty() {
-            return Err(format!("{} of {n} members unhealthy: {}", sick.len(), sick.join("; ")));
+            return Err(format!(
+                "{} of {n} members unhealthy: {}",
+                sick.len(),
+                sick.join("; ")
+            ));
         }
         if leaders.len() != 1 || leaders.contains("0") {
             return Err(format!("members disagree on the leader: {leaders:?}"));
@@ -91,7 +107,9 @@ pub fn etcd(spec: &Spec, m: &Materials, timeout: Duration) -> GateResult {
         Ok(leaders.into_iter().next().unwrap_or_default())
     });
     match r {
-        Ok((leader, took)) => GateResult::Passed(format!("{n}/{n} members healthy, leader {leader} ({took:.1?})")),
+        Ok((leader, took)) => GateResult::Passed(format!(
+            "{n}/{n} members healthy, leader {leader} ({took:.1?})"
+        )),
         Err(e) => GateResult::Failed(e),
     }
 }
@@ -101,7 +119,13 @@ pub fn vip_holders(vip: IpAddr, lbs: &[&dyn Transport]) -> Vec<String> {
     let cmd = Command::new(["ip", "-o", "addr", "show"]).timeout(Duration::from_secs(5));
     lbs.iter()
         .filter(|t| {
-            t.run(&cmd).map(|o| o.stdout_lossy().split_whitespace().any(|w| w.split('/').next() == Some(&vip.to_string()))).unwrap_or(false)
+            t.run(&cmd)
+                .map(|o| {
+                    o.stdout_lossy()
+                        .split_whitespace()
+                        .any(|w| w.split('/').next() == Some(&vip.to_string()))
+                })
+                .unwrap_or(false)
         })
         .map(|t| t.host().to_string())
         .collect()
@@ -120,7 +144,11 @@ pub fn load_balancer(spec: &Spec, lbs: &[&dyn Transport], timeout: Duration) -> 
     let r = poll(timeout, Duration::from_millis(200), || {
         let holders = vip_holders(lb.vip, lbs);
         if holders.len() != 1 {
-            return Err(format!("{} LB(s) hold the VIP {}: {holders:?}", holders.len(), lb.vip));
+            return Err(format!(
+                "{} LB(s) hold the VIP {}: {holders:?}",
+                holders.len(),
+                lb.vip
+            ));
         }
         if !tcp_accepts(addr, Duration::from_secs(1)) {
             return Err(format!("{addr} does not accept connections"));
@@ -128,7 +156,10 @@ pub fn load_balancer(spec: &Spec, lbs: &[&dyn Transport], timeout: Duration) -> 
         Ok(holders[0].clone())
     });
     match r {
-        Ok((holder, took)) => GateResult::Passed(format!("{holder} holds {} and {addr} accepts ({took:.1?})", lb.vip)),
+        Ok((holder, took)) => GateResult::Passed(format!(
+            "{holder} holds {} and {addr} accepts ({took:.1?})",
+            lb.vip
+        )),
         Err(e) => GateResult::Failed(e),
     }
 }
@@ -138,18 +169,28 @@ const PROXY_HEALTH: &str = "curl -sS --max-time 3 --cacert /etc/kubernetes/pki/e
 /// Guide 000's check: etcd answers healthy through the host's local proxy, with the API
 /// server's own client certificate.
 pub fn etcd_proxy(t: &dyn Transport, timeout: Duration) -> GateResult {
-    let cmd = Command::script(PROXY_HEALTH).sudo().allow_failure().timeout(Duration::from_secs(10));
+    let cmd = Command::script(PROXY_HEALTH)
+        .sudo()
+        .allow_failure()
+        .timeout(Duration::from_secs(10));
     let r = poll(timeout, Duration::from_millis(300), || {
         let out = t.run(&cmd).map_err(|e| e.to_string())?;
         let text = out.stdout_lossy();
         if out.success() && text.contains("\"health\":\"true\"") {
             Ok(())
         } else {
-            Err(format!("127.0.0.1:2379 on {} answered: {}{}", t.host(), text.trim(), out.stderr_lossy().trim()))
+            Err(format!(
+                "127.0.0.1:2379 on {} answered: {}{}",
+                t.host(),
+                text.trim(),
+                out.stderr_lossy().trim()
+            ))
         }
     });
     match r {
-        Ok(((), took)) => GateResult::Passed(format!("etcd healthy through 127.0.0.1:2379 ({took:.1?})")),
+        Ok(((), took)) => {
+            GateResult::Passed(format!("etcd healthy through 127.0.0.1:2379 ({took:.1?})"))
+        }
         Err(e) => GateResult::Failed(e),
     }
 }
@@ -157,13 +198,21 @@ pub fn etcd_proxy(t: &dyn Transport, timeout: Duration) -> GateResult {
 /// `/livez` through the endpoint, where kube-apiserver can run at all.
 pub fn apiserver(spec: &Spec, t: &dyn Transport, can_run: bool, timeout: Duration) -> GateResult {
     if !can_run {
-        return GateResult::NotVerifiable("kube-apiserver not installed (no kubelet to run its static pod)".into());
+        return GateResult::NotVerifiable(
+            "kube-apiserver not installed (no kubelet to run its static pod)".into(),
+        );
     }
     let url = format!("{}/livez", spec.endpoint.url());
-    let cmd = Command::new(["curl", "-sk", "--max-time", "3", url.as_str()]).allow_failure().timeout(Duration::from_secs(10));
+    let cmd = Command::new(["curl", "-sk", "--max-time", "3", url.as_str()])
+        .allow_failure()
+        .timeout(Duration::from_secs(10));
     let r = poll(timeout, Duration::from_secs(1), || {
         let out = t.run(&cmd).map_err(|e| e.to_string())?;
-        if out.stdout_lossy().trim() == "ok" { Ok(()) } else { Err(format!("{url} answered {:?}", out.stdout_lossy().trim())) }
+        if out.stdout_lossy().trim() == "ok" {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {:?}", out.stdout_lossy().trim()))
+        }
     });
     match r {
         Ok(((), took)) => GateResult::Passed(format!("{url} ok ({took:.1?})")),

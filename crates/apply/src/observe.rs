@@ -44,22 +44,38 @@ ip -o addr show 2>/dev/null | awk '{print "addr=" $4}'
 "#;
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Observes one host. `supervisor` is the kubeha binary path used on hosts without systemd.
-pub fn observe(t: &dyn Transport, tree: &HostTree, supervisor: Option<&str>) -> Result<Observed, TransportError> {
+pub fn observe(
+    t: &dyn Transport,
+    tree: &HostTree,
+    supervisor: Option<&str>,
+) -> Result<Observed, TransportError> {
     let started = Instant::now();
-    let probe = t.run(&Command::script(PROBE).sudo().timeout(Duration::from_secs(20)))?;
+    let probe = t.run(
+        &Command::script(PROBE)
+            .sudo()
+            .timeout(Duration::from_secs(20)),
+    )?;
     let mut manager = ServiceManager::Systemd;
     let mut have = BTreeSet::new();
     let (mut skew, mut swap_on) = (0, false);
     let (mut listening, mut addresses) = (BTreeSet::new(), BTreeSet::new());
     for line in probe.stdout_lossy().lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k {
             "manager" if v == "none" => match supervisor {
-                Some(bin) => manager = ServiceManager::Supervisor { binary: bin.to_string() },
+                Some(bin) => {
+                    manager = ServiceManager::Supervisor {
+                        binary: bin.to_string(),
+                    }
+                }
                 None => {
                     return Err(TransportError::Invalid {
                         host: t.host().to_string(),
@@ -90,17 +106,40 @@ pub fn observe(t: &dyn Transport, tree: &HostTree, supervisor: Option<&str>) -> 
     let stats = t.stat_files(&paths)?;
     let mut facts = HostFacts::default();
     for p in paths {
-        let o = stats.get(&p).map(|f| ObservedFile { sha256: f.sha256.clone(), mode: f.mode, owner: f.owner.clone() });
+        let o = stats.get(&p).map(|f| ObservedFile {
+            sha256: f.sha256.clone(),
+            mode: f.mode,
+            owner: f.owner.clone(),
+        });
         facts.files.insert(p, o);
     }
     for (unit, active) in manager.status(t, &tree.services)? {
         facts.services.insert(unit, active);
     }
-    let missing = tree.services.iter().filter_map(|u| required_binary(u)).filter(|b| !have.contains(*b)).map(str::to_string).collect();
-    Ok(Observed { node: t.host().to_string(), manager, facts, missing, clock_skew_secs: skew, swap_on, listening, addresses, took: started.elapsed() })
+    let missing = tree
+        .services
+        .iter()
+        .filter_map(|u| required_binary(u))
+        .filter(|b| !have.contains(*b))
+        .map(str::to_string)
+        .collect();
+    Ok(Observed {
+        node: t.host().to_string(),
+        manager,
+        facts,
+        missing,
+        clock_skew_secs: skew,
+        swap_on,
+        listening,
+        addresses,
+        took: started.elapsed(),
+    })
 }
 
 /// Facts keyed by node, the form the planner takes.
 pub fn facts_map(observed: &[Observed]) -> BTreeMap<String, HostFacts> {
-    observed.iter().map(|o| (o.node.clone(), o.facts.clone())).collect()
+    observed
+        .iter()
+        .map(|o| (o.node.clone(), o.facts.clone()))
+        .collect()
 }

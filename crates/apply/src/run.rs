@@ -14,7 +14,9 @@ use kubeha_pki::Materials;
 use kubeha_plan::{Change, Phase, Plan, Step};
 use kubeha_render::{Ctx, Rendered};
 use kubeha_spec::{Role, Spec};
-use kubeha_transport::{Command, Transport, TransportError, UploadFile, for_each_host, upload_many};
+use kubeha_transport::{
+    Command, Transport, TransportError, UploadFile, for_each_host, upload_many,
+};
 use serde::Serialize;
 
 use crate::{
@@ -40,7 +42,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { parallelism: 16, dry_run: false, supervisor: None, gate_timeout: Duration::from_secs(60), apiserver_timeout: Duration::from_secs(300) }
+        Options {
+            parallelism: 16,
+            dry_run: false,
+            supervisor: None,
+            gate_timeout: Duration::from_secs(60),
+            apiserver_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -100,13 +108,24 @@ pub enum ApplyError {
     },
     /// A gate did not pass in time; later phases did not run.
     #[error("{phase} gate failed: {detail}")]
-    Gate { phase: Phase, detail: String, report: Box<Report> },
+    Gate {
+        phase: Phase,
+        detail: String,
+        report: Box<Report>,
+    },
 }
 
 type Hosts<'a> = BTreeMap<String, Box<dyn Transport + 'a>>;
 
 /// Observes, plans and (unless `dry_run`) applies.
-pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: &Hosts<'_>, opts: &Options, progress: &dyn Progress) -> Result<Report, ApplyError> {
+pub fn converge(
+    spec: &Spec,
+    rendered: &Rendered,
+    materials: &Materials,
+    hosts: &Hosts<'_>,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<Report, ApplyError> {
     let started = Instant::now();
     // Whether something answers on the VIP: probed while the hosts are observed, because an
     // address nobody holds costs the whole connect timeout.
@@ -114,11 +133,23 @@ pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: 
         let addr = SocketAddr::new(lb.vip, spec.endpoint.port);
         std::thread::spawn(move || gate::tcp_accepts(addr, Duration::from_millis(500)))
     });
-    let trees: BTreeMap<&str, &kubeha_render::HostTree> = rendered.hosts.iter().map(|t| (t.node.as_str(), t)).collect();
+    let trees: BTreeMap<&str, &kubeha_render::HostTree> = rendered
+        .hosts
+        .iter()
+        .map(|t| (t.node.as_str(), t))
+        .collect();
     let nodes: Vec<&str> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
     let results = for_each_host(nodes, opts.parallelism, |name| {
-        let t = hosts.get(*name).ok_or_else(|| TransportError::Invalid { host: name.to_string(), op: "connect".into(), reason: "no transport for this node".into() })?;
-        let tree = trees.get(*name).ok_or_else(|| TransportError::Invalid { host: name.to_string(), op: "observe".into(), reason: "nothing rendered for this node".into() })?;
+        let t = hosts.get(*name).ok_or_else(|| TransportError::Invalid {
+            host: name.to_string(),
+            op: "connect".into(),
+            reason: "no transport for this node".into(),
+        })?;
+        let tree = trees.get(*name).ok_or_else(|| TransportError::Invalid {
+            host: name.to_string(),
+            op: "observe".into(),
+            reason: "nothing rendered for this node".into(),
+        })?;
         observe(t.as_ref(), tree, opts.supervisor.as_deref())
     });
     let mut observed = Vec::new();
@@ -137,12 +168,25 @@ pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: 
     let warnings = preflight(spec, &observed, vip_answers)?;
     let (effective, not_installed) = without_uninstalled(rendered, &observed);
     let plan = kubeha_plan::plan(spec, &effective, &facts_map(&observed));
-    let mut report = Report { plan: plan.clone(), observed, warnings, not_installed, phases: vec![], changed: false, observe_seconds, seconds: 0.0 };
+    let mut report = Report {
+        plan: plan.clone(),
+        observed,
+        warnings,
+        not_installed,
+        phases: vec![],
+        changed: false,
+        observe_seconds,
+        seconds: 0.0,
+    };
     if opts.dry_run {
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    let by_node: BTreeMap<String, Observed> = report.observed.iter().map(|o| (o.node.clone(), o.clone())).collect();
+    let by_node: BTreeMap<String, Observed> = report
+        .observed
+        .iter()
+        .map(|o| (o.node.clone(), o.clone()))
+        .collect();
     for phase in Phase::ALL.into_iter().filter(|p| *p != Phase::Preflight) {
         let steps: Vec<&Step> = plan.phase(phase).collect();
         let phase_hosts = hosts_in_phase(spec, rendered, phase);
@@ -151,24 +195,64 @@ pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: 
         }
         let t0 = Instant::now();
         progress.phase(phase, steps.len());
-        let mut pr = PhaseReport { phase, hosts: steps.iter().map(|s| s.node.clone()).collect(), files_changed: 0, started: vec![], restarted: vec![], notes: vec![], gate: None, seconds: 0.0 };
+        let mut pr = PhaseReport {
+            phase,
+            hosts: steps.iter().map(|s| s.node.clone()).collect(),
+            files_changed: 0,
+            started: vec![],
+            restarted: vec![],
+            notes: vec![],
+            gate: None,
+            seconds: 0.0,
+        };
         let results = for_each_host(steps.clone(), opts.parallelism, |step| {
-            let t = hosts.get(&step.node).ok_or_else(|| TransportError::Invalid { host: step.node.clone(), op: "apply".into(), reason: "no transport".into() })?;
-            let o = by_node.get(&step.node).ok_or_else(|| TransportError::Invalid { host: step.node.clone(), op: "apply".into(), reason: "not observed".into() })?;
+            let t = hosts
+                .get(&step.node)
+                .ok_or_else(|| TransportError::Invalid {
+                    host: step.node.clone(),
+                    op: "apply".into(),
+                    reason: "no transport".into(),
+                })?;
+            let o = by_node
+                .get(&step.node)
+                .ok_or_else(|| TransportError::Invalid {
+                    host: step.node.clone(),
+                    op: "apply".into(),
+                    reason: "not observed".into(),
+                })?;
             apply_step(spec, materials, t.as_ref(), o, step, progress)
         });
         for (step, r) in results {
             match r {
                 Ok(done) => {
                     pr.files_changed += step.files.len();
-                    pr.started.extend(done.started.into_iter().map(|u| format!("{}/{u}", step.node)));
-                    pr.restarted.extend(done.restarted.into_iter().map(|u| format!("{}/{u}", step.node)));
-                    pr.notes.extend(done.notes.into_iter().map(|n| format!("{}: {n}", step.node)));
+                    pr.started.extend(
+                        done.started
+                            .into_iter()
+                            .map(|u| format!("{}/{u}", step.node)),
+                    );
+                    pr.restarted.extend(
+                        done.restarted
+                            .into_iter()
+                            .map(|u| format!("{}/{u}", step.node)),
+                    );
+                    pr.notes.extend(
+                        done.notes
+                            .into_iter()
+                            .map(|n| format!("{}: {n}", step.node)),
+                    );
                 }
-                Err(source) => return Err(ApplyError::Step { node: step.node.clone(), phase, source }),
+                Err(source) => {
+                    return Err(ApplyError::Step {
+                        node: step.node.clone(),
+                        phase,
+                        source,
+                    });
+                }
             }
         }
-        report.changed |= pr.files_changed > 0 || !pr.started.is_empty() || !pr.restarted.is_empty();
+        report.changed |=
+            pr.files_changed > 0 || !pr.started.is_empty() || !pr.restarted.is_empty();
         let gate = run_gate(spec, materials, hosts, &by_node, phase, opts);
         if let Some(g) = &gate {
             progress.gate(phase, g);
@@ -178,7 +262,11 @@ pub fn converge(spec: &Spec, rendered: &Rendered, materials: &Materials, hosts: 
         report.phases.push(pr);
         if let Some(GateResult::Failed(detail)) = gate {
             report.seconds = started.elapsed().as_secs_f64();
-            return Err(ApplyError::Gate { phase, detail, report: Box::new(report) });
+            return Err(ApplyError::Gate {
+                phase,
+                detail,
+                report: Box::new(report),
+            });
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -190,35 +278,64 @@ fn without_uninstalled(rendered: &Rendered, observed: &[Observed]) -> (Rendered,
     let mut r = rendered.clone();
     let mut skipped = Vec::new();
     for tree in &mut r.hosts {
-        let Some(o) = observed.iter().find(|o| o.node == tree.node) else { continue };
-        tree.services.retain(|u| match required_binary(u).filter(|b| o.missing.contains(*b)) {
-            Some(bin) => {
-                skipped.push(format!("{}/{u}: {bin} not installed", tree.node));
-                false
-            }
-            None => true,
-        });
+        let Some(o) = observed.iter().find(|o| o.node == tree.node) else {
+            continue;
+        };
+        tree.services.retain(
+            |u| match required_binary(u).filter(|b| o.missing.contains(*b)) {
+                Some(bin) => {
+                    skipped.push(format!("{}/{u}: {bin} not installed", tree.node));
+                    false
+                }
+                None => true,
+            },
+        );
     }
     (r, skipped)
 }
 
 /// Nodes whose health a phase's gate covers.
 fn hosts_in_phase(spec: &Spec, rendered: &Rendered, phase: Phase) -> Vec<String> {
-    let names = |f: &dyn Fn(&kubeha_spec::Node) -> bool| spec.nodes.iter().filter(|n| f(n)).map(|n| n.name.clone()).collect::<Vec<_>>();
+    let names = |f: &dyn Fn(&kubeha_spec::Node) -> bool| {
+        spec.nodes
+            .iter()
+            .filter(|n| f(n))
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+    };
     match phase {
         Phase::Etcd => names(&|n| spec.is_etcd_member(n)),
         Phase::LoadBalancer => names(&|n| n.has(Role::Lb)),
-        Phase::EtcdProxy => rendered.hosts.iter().filter(|t| kubeha_plan::has_proxy(t)).map(|t| t.node.clone()).collect(),
+        Phase::EtcdProxy => rendered
+            .hosts
+            .iter()
+            .filter(|t| kubeha_plan::has_proxy(t))
+            .map(|t| t.node.clone())
+            .collect(),
         Phase::ControlPlane => names(&|n| n.has(Role::ControlPlane)),
         _ => vec![],
     }
 }
 
-fn run_gate(spec: &Spec, m: &Materials, hosts: &Hosts<'_>, observed: &BTreeMap<String, Observed>, phase: Phase, opts: &Options) -> Option<GateResult> {
+fn run_gate(
+    spec: &Spec,
+    m: &Materials,
+    hosts: &Hosts<'_>,
+    observed: &BTreeMap<String, Observed>,
+    phase: Phase,
+    opts: &Options,
+) -> Option<GateResult> {
     match phase {
-        Phase::Etcd if !spec.etcd_members().is_empty() => Some(gate::etcd(spec, m, opts.gate_timeout)),
+        Phase::Etcd if !spec.etcd_members().is_empty() => {
+            Some(gate::etcd(spec, m, opts.gate_timeout))
+        }
         Phase::LoadBalancer if spec.load_balancer.is_some() => {
-            let lbs: Vec<&dyn Transport> = spec.lbs().iter().filter_map(|n| hosts.get(&n.name)).map(|t| t.as_ref() as &dyn Transport).collect();
+            let lbs: Vec<&dyn Transport> = spec
+                .lbs()
+                .iter()
+                .filter_map(|n| hosts.get(&n.name))
+                .map(|t| t.as_ref() as &dyn Transport)
+                .collect();
             Some(gate::load_balancer(spec, &lbs, opts.gate_timeout))
         }
         Phase::EtcdProxy => {
@@ -232,18 +349,37 @@ fn run_gate(spec: &Spec, m: &Materials, hosts: &Hosts<'_>, observed: &BTreeMap<S
             if proxies.is_empty() {
                 return None;
             }
-            let results = for_each_host(proxies, opts.parallelism, |t| Ok::<_, ()>(gate::etcd_proxy(*t, opts.gate_timeout)));
-            Some(combine(results.into_iter().map(|(t, r)| (t.host().to_string(), r.unwrap_or(GateResult::Failed("internal".into()))))))
+            let results = for_each_host(proxies, opts.parallelism, |t| {
+                Ok::<_, ()>(gate::etcd_proxy(*t, opts.gate_timeout))
+            });
+            Some(combine(results.into_iter().map(|(t, r)| {
+                (
+                    t.host().to_string(),
+                    r.unwrap_or(GateResult::Failed("internal".into())),
+                )
+            })))
         }
         Phase::ControlPlane => {
             let first = spec.init_control_plane()?;
             let t = hosts.get(&first.name)?;
-            let can_run = observed.get(&first.name).is_some_and(|o| !o.missing.contains("kubelet"));
-            Some(gate::apiserver(spec, t.as_ref(), can_run, opts.apiserver_timeout))
+            let can_run = observed
+                .get(&first.name)
+                .is_some_and(|o| !o.missing.contains("kubelet"));
+            Some(gate::apiserver(
+                spec,
+                t.as_ref(),
+                can_run,
+                opts.apiserver_timeout,
+            ))
         }
         Phase::Workers => {
-            let missing = spec.nodes_with(Role::Worker).any(|n| observed.get(&n.name).is_some_and(|o| o.missing.contains("kubelet")));
-            missing.then(|| GateResult::NotVerifiable("kubelet not installed on the workers".into()))
+            let missing = spec.nodes_with(Role::Worker).any(|n| {
+                observed
+                    .get(&n.name)
+                    .is_some_and(|o| o.missing.contains("kubelet"))
+            });
+            missing
+                .then(|| GateResult::NotVerifiable("kubelet not installed on the workers".into()))
         }
         _ => None,
     }
@@ -265,10 +401,16 @@ fn combine(results: impl Iterator<Item = (String, GateResult)>) -> GateResult {
         GateResult::NotVerifiable(nv.join("; "))
     } else {
         // "<host>: <what> (<time>)" for every host: say <what> once.
-        let what = |x: &String| x.split_once(": ").map_or(x.clone(), |(_, w)| w.split(" (").next().unwrap_or(w).to_string());
+        let what = |x: &String| {
+            x.split_once(": ").map_or(x.clone(), |(_, w)| {
+                w.split(" (").next().unwrap_or(w).to_string()
+            })
+        };
         let hosts: Vec<&str> = ok.iter().filter_map(|x| x.split(": ").next()).collect();
         match ok.first().map(what) {
-            Some(first) if ok.iter().all(|x| what(x) == first) => GateResult::Passed(format!("{first} on {}", hosts.join(", "))),
+            Some(first) if ok.iter().all(|x| what(x) == first) => {
+                GateResult::Passed(format!("{first} on {}", hosts.join(", ")))
+            }
             _ => GateResult::Passed(ok.join("; ")),
         }
     }
@@ -281,7 +423,14 @@ struct StepDone {
     notes: Vec<String>,
 }
 
-fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step: &Step, progress: &dyn Progress) -> Result<StepDone, TransportError> {
+fn apply_step(
+    spec: &Spec,
+    m: &Materials,
+    t: &dyn Transport,
+    o: &Observed,
+    step: &Step,
+    progress: &dyn Progress,
+) -> Result<StepDone, TransportError> {
     let mut done = StepDone::default();
     let mut unit_files_changed = false;
     let mut sysctl_changed = Vec::new();
@@ -289,7 +438,12 @@ fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step:
         .files
         .iter()
         .filter(|f| f.change != Change::Mode)
-        .map(|f| UploadFile { path: &f.path, content: f.file.content.as_bytes(), mode: f.file.mode, owner: &f.file.owner })
+        .map(|f| UploadFile {
+            path: &f.path,
+            content: f.file.content.as_bytes(),
+            mode: f.file.mode,
+            owner: &f.file.owner,
+        })
         .collect();
     upload_many(t, &uploads, Duration::from_secs(60))?;
     for f in &step.files {
@@ -297,13 +451,18 @@ fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step:
             t.run(&Command::new(["chmod", &format!("{:o}", f.file.mode), &f.path]).sudo())?;
             t.run(&Command::new(["chown", &f.file.owner, &f.path]).sudo())?;
         }
-        unit_files_changed |= f.path.starts_with("/etc/systemd/system/") || f.path.starts_with("/usr/lib/systemd/system/");
+        unit_files_changed |= f.path.starts_with("/etc/systemd/system/")
+            || f.path.starts_with("/usr/lib/systemd/system/");
         if f.path.starts_with("/etc/sysctl.d/") {
             sysctl_changed.push(f.path.clone());
         }
     }
     if !step.files.is_empty() {
-        progress.host(step.phase, &step.node, &format!("{} file(s) written", step.files.len()));
+        progress.host(
+            step.phase,
+            &step.node,
+            &format!("{} file(s) written", step.files.len()),
+        );
     }
     if unit_files_changed {
         o.manager.reload(t)?;
@@ -313,7 +472,13 @@ fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step:
         if lab {
             done.notes.push("kernel prep (modprobe, sysctl --system, swapoff) skipped: lab hosts share this machine's kernel".into());
         } else {
-            let node = spec.node(&step.node).ok_or_else(|| TransportError::Invalid { host: step.node.clone(), op: "node prep".into(), reason: "unknown node".into() })?;
+            let node = spec
+                .node(&step.node)
+                .ok_or_else(|| TransportError::Invalid {
+                    host: step.node.clone(),
+                    op: "node prep".into(),
+                    reason: "unknown node".into(),
+                })?;
             let rendered_ctx = Ctx::new(spec, m);
             for c in kubeha_render::common::prep_commands(rendered_ctx, node) {
                 t.run(&Command::new(["sh", "-c", c.as_str()]).sudo())?;
@@ -322,10 +487,19 @@ fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step:
     } else {
         // Per-namespace settings (ip_nonlocal_bind on LBs) apply in the lab too.
         for p in &sysctl_changed {
-            t.run(&Command::new(["sysctl", "-q", "-p", p.as_str()]).sudo().allow_failure())?;
+            t.run(
+                &Command::new(["sysctl", "-q", "-p", p.as_str()])
+                    .sudo()
+                    .allow_failure(),
+            )?;
         }
     }
-    let mut units: Vec<(&String, bool)> = step.start.iter().map(|u| (u, true)).chain(step.restart.iter().map(|u| (u, false))).collect();
+    let mut units: Vec<(&String, bool)> = step
+        .start
+        .iter()
+        .map(|u| (u, true))
+        .chain(step.restart.iter().map(|u| (u, false)))
+        .collect();
     units.sort_by_key(|(u, _)| start_order(u));
     for (unit, fresh) in units {
         if fresh {
@@ -335,7 +509,11 @@ fn apply_step(spec: &Spec, m: &Materials, t: &dyn Transport, o: &Observed, step:
             o.manager.restart(t, unit)?;
             done.restarted.push(unit.clone());
         }
-        progress.host(step.phase, &step.node, &format!("{} {unit}", if fresh { "started" } else { "restarted" }));
+        progress.host(
+            step.phase,
+            &step.node,
+            &format!("{} {unit}", if fresh { "started" } else { "restarted" }),
+        );
     }
     Ok(done)
 }
@@ -353,7 +531,11 @@ fn start_order(unit: &str) -> u8 {
 }
 
 /// Checks that must pass before anything changes; returns warnings.
-fn preflight(spec: &Spec, observed: &[Observed], vip_answers: bool) -> Result<Vec<String>, ApplyError> {
+fn preflight(
+    spec: &Spec,
+    observed: &[Observed],
+    vip_answers: bool,
+) -> Result<Vec<String>, ApplyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     for o in observed {
@@ -361,7 +543,10 @@ fn preflight(spec: &Spec, observed: &[Observed], vip_answers: bool) -> Result<Ve
         if o.clock_skew_secs.abs() > 30 {
             problems.push(format!("{}: clock is {}s off this machine's; TLS and etcd need synchronised clocks (enable NTP)", o.node, o.clock_skew_secs));
         } else if o.clock_skew_secs.abs() > 2 {
-            warnings.push(format!("{}: clock is {}s off this machine's", o.node, o.clock_skew_secs));
+            warnings.push(format!(
+                "{}: clock is {}s off this machine's",
+                o.node, o.clock_skew_secs
+            ));
         }
         if o.swap_on && !lab {
             warnings.push(format!("{}: swap is on; node prep turns it off", o.node));
@@ -401,10 +586,18 @@ fn preflight(spec: &Spec, observed: &[Observed], vip_answers: bool) -> Result<Ve
             problems.push(format!("the VIP {} already answers on port {} but none of the cluster's LBs holds it; another machine uses this address", lb.vip, spec.endpoint.port));
         }
     }
-    if problems.is_empty() { Ok(warnings) } else { Err(ApplyError::Preflight { problems }) }
+    if problems.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ApplyError::Preflight { problems })
+    }
 }
 
 /// Units per host that the run left not running because their binary is missing.
 pub fn not_verifiable(report: &Report) -> BTreeSet<String> {
-    report.phases.iter().flat_map(|p| p.notes.iter().cloned()).collect()
+    report
+        .phases
+        .iter()
+        .flat_map(|p| p.notes.iter().cloned())
+        .collect()
 }

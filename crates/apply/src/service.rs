@@ -10,7 +10,9 @@ use kubeha_transport::{Command, Transport, TransportError, shell_join};
 pub enum ServiceManager {
     Systemd,
     /// `<binary> service start|stop|status <unit>` on the host.
-    Supervisor { binary: String },
+    Supervisor {
+        binary: String,
+    },
 }
 
 /// Shell that prints, for each unit argument, `<unit> active|inactive`.
@@ -23,13 +25,19 @@ impl ServiceManager {
     }
 
     /// Status of each unit, in one remote command.
-    pub fn status(&self, t: &dyn Transport, units: &[String]) -> Result<Vec<(String, bool)>, TransportError> {
+    pub fn status(
+        &self,
+        t: &dyn Transport,
+        units: &[String],
+    ) -> Result<Vec<(String, bool)>, TransportError> {
         if units.is_empty() {
             return Ok(vec![]);
         }
         let cmd = match self {
             ServiceManager::Systemd => Command::script(SYSTEMD_STATUS).args(units.iter().cloned()),
-            ServiceManager::Supervisor { binary } => Command::script(SUPERVISOR_STATUS).arg(binary.clone()).args(units.iter().cloned()),
+            ServiceManager::Supervisor { binary } => Command::script(SUPERVISOR_STATUS)
+                .arg(binary.clone())
+                .args(units.iter().cloned()),
         }
         .sudo();
         let out = t.run(&cmd)?;
@@ -44,7 +52,9 @@ impl ServiceManager {
     /// Makes systemd re-read unit files (nothing to do for the supervisor).
     pub fn reload(&self, t: &dyn Transport) -> Result<(), TransportError> {
         match self {
-            ServiceManager::Systemd => t.run(&Command::new(["systemctl", "daemon-reload"]).sudo()).map(|_| ()),
+            ServiceManager::Systemd => t
+                .run(&Command::new(["systemctl", "daemon-reload"]).sudo())
+                .map(|_| ()),
             ServiceManager::Supervisor { .. } => Ok(()),
         }
     }
@@ -53,8 +63,12 @@ impl ServiceManager {
     /// become ready together, so they must all be started before any is waited on.
     pub fn start(&self, t: &dyn Transport, unit: &str) -> Result<(), TransportError> {
         let cmd = match self {
-            ServiceManager::Systemd => Command::new(["systemctl", "enable", "--now", "--no-block", unit]),
-            ServiceManager::Supervisor { binary } => Command::new([binary.as_str(), "service", "start", unit]),
+            ServiceManager::Systemd => {
+                Command::new(["systemctl", "enable", "--now", "--no-block", unit])
+            }
+            ServiceManager::Supervisor { binary } => {
+                Command::new([binary.as_str(), "service", "start", unit])
+            }
         };
         t.run(&cmd.sudo()).map(|_| ())
     }
@@ -62,7 +76,9 @@ impl ServiceManager {
     pub fn restart(&self, t: &dyn Transport, unit: &str) -> Result<(), TransportError> {
         let cmd = match self {
             ServiceManager::Systemd => Command::new(["systemctl", "restart", "--no-block", unit]),
-            ServiceManager::Supervisor { binary } => Command::new([binary.as_str(), "service", "restart", unit]),
+            ServiceManager::Supervisor { binary } => {
+                Command::new([binary.as_str(), "service", "restart", unit])
+            }
         };
         t.run(&cmd.sudo()).map(|_| ())
     }
@@ -70,7 +86,9 @@ impl ServiceManager {
     pub fn stop(&self, t: &dyn Transport, unit: &str) -> Result<(), TransportError> {
         let cmd = match self {
             ServiceManager::Systemd => Command::new(["systemctl", "stop", unit]),
-            ServiceManager::Supervisor { binary } => Command::new([binary.as_str(), "service", "stop", unit]),
+            ServiceManager::Supervisor { binary } => {
+                Command::new([binary.as_str(), "service", "stop", unit])
+            }
         };
         t.run(&cmd.sudo()).map(|_| ())
     }

@@ -30,10 +30,21 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// The cluster file.
-    #[arg(short = 'f', long = "file", global = true, default_value = "cluster.yaml", env = "KUBEHA_FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "cluster.yaml",
+        env = "KUBEHA_FILE"
+    )]
     pub file: PathBuf,
     /// The state directory: PKI, secrets and lock, one subdirectory per cluster.
-    #[arg(long, global = true, default_value = ".kubeha", env = "KUBEHA_STATE_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = ".kubeha",
+        env = "KUBEHA_STATE_DIR"
+    )]
     pub state_dir: PathBuf,
     /// Output format for data printed to stdout.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
@@ -53,10 +64,14 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented starter cluster file.
-    #[command(after_help = "Example:\n  kubeha init -f cluster.yaml\n  kubeha init --example external-etcd -f ha.yaml")]
+    #[command(
+        after_help = "Example:\n  kubeha init -f cluster.yaml\n  kubeha init --example external-etcd -f ha.yaml"
+    )]
     Init(InitArgs),
     /// Check the cluster file and print what it describes.
-    #[command(after_help = "Example:\n  kubeha validate -f examples/external-etcd.yaml\n  kubeha validate -o json | jq .problems")]
+    #[command(
+        after_help = "Example:\n  kubeha validate -f examples/external-etcd.yaml\n  kubeha validate -o json | jq .problems"
+    )]
     Validate,
     /// Issue certificates (kept in the state dir) and write every host's files to a directory.
     #[command(after_help = "\
@@ -70,7 +85,9 @@ and bring-up order; out/_provision/<node>/ holds cloud-init user-data, netplan a
 multipass command. Private keys are written 0600.")]
     Render(RenderArgs),
     /// Show what `kubeha up` would change on each host, phase by phase; change nothing.
-    #[command(after_help = "Example:\n  kubeha plan -f cluster.yaml\n  kubeha plan -o json | jq '.steps[] | {node, phase, files: [.files[].path]}'")]
+    #[command(
+        after_help = "Example:\n  kubeha plan -f cluster.yaml\n  kubeha plan -o json | jq '.steps[] | {node, phase, files: [.files[].path]}'"
+    )]
     Plan(UpArgs),
     /// Bring every host to the rendered state, phase by phase, each behind a health gate.
     #[command(after_help = "\
@@ -85,8 +102,19 @@ planes' local etcd proxy (gate: etcd healthy through 127.0.0.1:2379), control pl
 nothing changed changes nothing; a run killed anywhere is finished by the next one.")]
     Up(UpArgs),
     /// Health of the cluster: etcd members, the VIP, HAProxy backends, certificates, nodes.
-    #[command(after_help = "Example:\n  kubeha status -f examples/lab.yaml\n  kubeha status -o json | jq .etcd.members")]
+    #[command(
+        after_help = "Example:\n  kubeha status -f examples/lab.yaml\n  kubeha status -o json | jq .etcd.members"
+    )]
     Status,
+    /// Add, remove or replace one node, driven by the cluster file.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kubeha node add etcd-4          (after adding etcd-4 to the cluster file)\n  kubeha node remove wn-2 --force  (wn-2 is dead: nothing waits on it)\n  kubeha node replace etcd-2       (a dead member: same address, or update it in the file first)"
+    )]
+    Node(NodeCommand),
+    /// Stop kubeha's services on hosts and remove what kubeha put there (not the state dir).
+    #[command(after_help = "Example:\n  kubeha reset wn-1 --yes\n  kubeha reset --all --yes")]
+    Reset(ResetArgs),
     /// etcd membership, health, snapshots and maintenance over the v3 API (mutual TLS).
     #[command(subcommand)]
     Etcd(EtcdCommand),
@@ -94,13 +122,17 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     #[command(subcommand)]
     Certs(CertsCommand),
     /// Write the admin kubeconfig (named after the cluster), or merge it into yours.
-    #[command(after_help = "Example:\n  kubeha kubeconfig > admin.conf\n  kubeha kubeconfig --merge     (into $KUBECONFIG's first file or ~/.kube/config, with a backup)")]
+    #[command(
+        after_help = "Example:\n  kubeha kubeconfig > admin.conf\n  kubeha kubeconfig --merge     (into $KUBECONFIG's first file or ~/.kube/config, with a backup)"
+    )]
     Kubeconfig(KubeconfigArgs),
     /// Certificate authority operations.
     #[command(subcommand)]
     Ca(CaCommand),
     /// Print a shell completion script.
-    #[command(after_help = "Example:\n  kubeha completions bash > /etc/bash_completion.d/kubeha\n  kubeha completions zsh > \"${fpath[1]}/_kubeha\"")]
+    #[command(
+        after_help = "Example:\n  kubeha completions bash > /etc/bash_completion.d/kubeha\n  kubeha completions zsh > \"${fpath[1]}/_kubeha\""
+    )]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -112,7 +144,9 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     #[command(hide = true)]
     Service(ServiceArgs),
     /// Measure kubeha's own speed (PKI issuance, rendering, re-rendering).
-    #[command(after_help = "Example:\n  kubeha bench render\n  kubeha bench render --workers 1000 --key-algorithm ecdsa-p256 -o json")]
+    #[command(
+        after_help = "Example:\n  kubeha bench render\n  kubeha bench render --workers 1000 --key-algorithm ecdsa-p256 -o json"
+    )]
     Bench(BenchArgs),
 }
 
@@ -144,7 +178,9 @@ pub struct RenderArgs {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Import an existing CA certificate and key instead of letting kubeha create one.
-    #[command(after_help = "Example:\n  kubeha ca import --ca etcd --cert /etc/kubernetes/pki/etcd/ca.crt --key /etc/kubernetes/pki/etcd/ca.key")]
+    #[command(
+        after_help = "Example:\n  kubeha ca import --ca etcd --cert /etc/kubernetes/pki/etcd/ca.crt --key /etc/kubernetes/pki/etcd/ca.key"
+    )]
     Import {
         /// Which CA: kubernetes, front-proxy or etcd.
         #[arg(long, value_enum)]
@@ -232,14 +268,18 @@ pub enum KeyAlg {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Create one lab host per node of a lab cluster file (needs root).
-    #[command(after_help = "Example:\n  kubeha lab up examples/lab.yaml\n  ssh -i .kubeha/lab-key root@198.18.0.11 hostname")]
+    #[command(
+        after_help = "Example:\n  kubeha lab up examples/lab.yaml\n  ssh -i .kubeha/lab-key root@198.18.0.11 hostname"
+    )]
     Up {
         /// Lab cluster file (addresses in 198.18.0.0/15); defaults to -f.
         #[arg(value_name = "FILE")]
         cluster_file: Option<std::path::PathBuf>,
     },
     /// Remove every namespace, link, process and directory of a lab, also after a crash.
-    #[command(after_help = "Example:\n  kubeha lab down examples/lab.yaml\n  kubeha lab down --all")]
+    #[command(
+        after_help = "Example:\n  kubeha lab down examples/lab.yaml\n  kubeha lab down --all"
+    )]
     Down {
         /// Lab cluster file; defaults to -f.
         #[arg(value_name = "FILE")]
@@ -309,6 +349,7 @@ pub enum EtcdCommand {
     Forget {
         /// Member name or hex ID; all ghosts when omitted.
         member: Option<String>,
+        /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
     },
@@ -322,9 +363,14 @@ pub enum EtcdCommand {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Stream a snapshot from a healthy member to FILE and verify it.
-    Save { file: std::path::PathBuf },
+    Save {
+        #[arg(id = "snapshot_file", value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
     /// Rebuild the cluster from FILE on the hosts of the cluster file.
     Restore {
+        // Not `file`: that id is the global `-f FILE` (the cluster file).
+        #[arg(id = "snapshot_file", value_name = "FILE")]
         file: std::path::PathBuf,
         #[arg(long)]
         yes: bool,
@@ -339,6 +385,18 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 30)]
         warn_days: i64,
     },
+    /// Re-issue leaf certificates (never a CA), push them and restart their consumers one
+    /// host at a time (etcd members behind the etcd health gate).
+    #[command(
+        after_help = "Example:\n  kubeha certs renew --all\n  kubeha certs renew apiserver etcd-2/etcd/peer"
+    )]
+    Renew {
+        /// Every leaf certificate.
+        #[arg(long)]
+        all: bool,
+        /// `KIND` (apiserver, etcd/server, admin.conf …) on every node, or `NODE/KIND`.
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -349,4 +407,50 @@ pub struct KubeconfigArgs {
     /// The kubeconfig file to merge into (overrides $KUBECONFIG and ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub into: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Bring a node that is in the cluster file into the cluster (etcd: learner, then promoted).
+    Add {
+        /// Node name from the cluster file.
+        name: String,
+        /// Bound in seconds on the new etcd member catching up, and on each gate.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Take a node out: etcd membership first (quorum guard), then its services and files.
+    Remove {
+        /// Node name (still in the cluster file) or etcd member name.
+        name: String,
+        /// Remove even when quorum would be lost or the host does not answer.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace a dead etcd member at the same or a new address (update the file first).
+    Replace {
+        /// Node name from the cluster file.
+        name: String,
+        /// The address the cluster file now gives the node (checked against the file).
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Bound in seconds on the new etcd member catching up, and on each gate.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Replace even when removing the old member would lose quorum.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Nodes to reset.
+    pub nodes: Vec<String>,
+    /// Every node of the cluster file.
+    #[arg(long, conflicts_with = "nodes")]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }

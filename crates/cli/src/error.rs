@@ -37,14 +37,23 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CliError {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> CliError {
         let path = path.into();
-        move |source| CliError::Io { action, path, source }
+        move |source| CliError::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CliError::Spec(SpecError::Read { .. }) | CliError::Spec(_) | CliError::Input { .. } => EXIT_INVALID_INPUT,
+            CliError::Spec(SpecError::Read { .. }) | CliError::Spec(_) | CliError::Input { .. } => {
+                EXIT_INVALID_INPUT
+            }
             _ => EXIT_FAILURE,
         })
     }
@@ -67,19 +76,26 @@ impl Diagnostic for ProblemReport {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.src.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         let span = self.span?;
-        Some(Box::new(std::iter::once(miette::LabeledSpan::new_with_span(Some("here".into()), span))))
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_with_span(Some("here".into()), span),
+        )))
     }
 }
 
 fn value_len(src: &str, offset: usize) -> usize {
-    src[offset..].find(['\n', ',', '}', ']']).unwrap_or(src.len() - offset).max(1)
+    src[offset..]
+        .find(['\n', ',', '}', ']'])
+        .unwrap_or(src.len() - offset)
+        .max(1)
 }
 
 /// Prints cluster-file problems (errors and warnings) with source snippets to stderr.
@@ -92,7 +108,11 @@ pub fn print_problems(path: &std::path::Path, src: Option<&str>, problems: &[Pro
             ),
             _ => (None, None),
         };
-        let location = if p.line > 0 { format!(" (line {}, column {})", p.line, p.column) } else { String::new() };
+        let location = if p.line > 0 {
+            format!(" (line {}, column {})", p.line, p.column)
+        } else {
+            String::new()
+        };
         let report = ProblemReport {
             field: p.field.clone(),
             message: format!("{}{location}", p.message),
@@ -114,10 +134,19 @@ pub fn report(err: CliError) {
         CliError::Spec(SpecError::Invalid { path, problems }) => {
             let src = std::fs::read_to_string(&path).ok();
             print_problems(&path, src.as_deref(), &problems);
-            let n = problems.iter().filter(|p| p.severity == Severity::Error).count();
+            let n = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
             eprintln!("{}: {n} error(s); nothing was written", path.display());
         }
-        CliError::Spec(SpecError::Syntax { path, line, column, offset, message }) => {
+        CliError::Spec(SpecError::Syntax {
+            path,
+            line,
+            column,
+            offset,
+            message,
+        }) => {
             let src = std::fs::read_to_string(&path).ok();
             let p = Problem {
                 severity: Severity::Error,
@@ -137,7 +166,14 @@ pub fn report(err: CliError) {
             } else {
                 "check the path and its permissions"
             };
-            eprintln!("{:?}", miette::miette!(help = help, "cannot read cluster file {}: {source}", path.display()));
+            eprintln!(
+                "{:?}",
+                miette::miette!(
+                    help = help,
+                    "cannot read cluster file {}: {source}",
+                    path.display()
+                )
+            );
         }
         CliError::Apply(e) => report_apply(e),
         CliError::Input { message, help } => {
@@ -166,23 +202,51 @@ fn report_apply(e: kubeha_apply::ApplyError) {
                     msg.push_str(&format!(": {c}"));
                     cur = c.source();
                 }
-                let help = err.help().unwrap_or_else(|| "check that the host is up and reachable over SSH".into());
+                let help = err
+                    .help()
+                    .unwrap_or_else(|| "check that the host is up and reachable over SSH".into());
                 eprintln!("{:?}", miette::miette!(help = help, "{msg}"));
             }
-            eprintln!("{} host(s) could not be reached; nothing was changed on any host", errors.len());
+            eprintln!(
+                "{} host(s) could not be reached; nothing was changed on any host",
+                errors.len()
+            );
         }
         ApplyError::Preflight { problems } => {
             for p in &problems {
                 eprintln!("  × preflight: {p}");
             }
-            eprintln!("preflight failed ({} problem(s)); nothing was changed", problems.len());
+            eprintln!(
+                "preflight failed ({} problem(s)); nothing was changed",
+                problems.len()
+            );
         }
         ApplyError::Gate { phase, detail, .. } => {
-            eprintln!("{:?}", miette::miette!(help = "fix the cause and run `kubeha up` again: it continues from what the hosts hold", "{phase} gate failed: {detail}"));
+            eprintln!(
+                "{:?}",
+                miette::miette!(
+                    help = "fix the cause and run `kubeha up` again: it continues from what the hosts hold",
+                    "{phase} gate failed: {detail}"
+                )
+            );
         }
-        ApplyError::Step { node, phase, source } => {
-            let help = source.help().unwrap_or_else(|| "fix the cause and run `kubeha up` again; hosts never hold half-written files".into());
-            eprintln!("{:?}", miette::miette!(help = help, "{phase} on {node} failed: {}", kubeha_etcd::error_chain(&source)));
+        ApplyError::Step {
+            node,
+            phase,
+            source,
+        } => {
+            let help = source.help().unwrap_or_else(|| {
+                "fix the cause and run `kubeha up` again; hosts never hold half-written files"
+                    .into()
+            });
+            eprintln!(
+                "{:?}",
+                miette::miette!(
+                    help = help,
+                    "{phase} on {node} failed: {}",
+                    kubeha_etcd::error_chain(&source)
+                )
+            );
         }
     }
 }

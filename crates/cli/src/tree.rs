@@ -67,7 +67,15 @@ pub fn manifest(cluster: &str, r: &Rendered) -> Manifest {
         hosts: r
             .hosts
             .iter()
-            .map(|h| (h.node.clone(), HostEntry { services: h.services.clone(), files: h.files.iter().map(FileEntry::of).collect() }))
+            .map(|h| {
+                (
+                    h.node.clone(),
+                    HostEntry {
+                        services: h.services.clone(),
+                        files: h.files.iter().map(FileEntry::of).collect(),
+                    },
+                )
+            })
             .collect(),
         operator: r.operator.iter().map(FileEntry::of).collect(),
     }
@@ -88,8 +96,12 @@ fn host_path(out: &Path, node: &str, abs: &str) -> PathBuf {
 
 /// True when `out` holds exactly the files `m` describes.
 fn matches_on_disk(out: &Path, m: &Manifest) -> bool {
-    let Ok(old) = fs::read(out.join("manifest.json")) else { return false };
-    let Ok(old) = serde_json::from_slice::<Manifest>(&old) else { return false };
+    let Ok(old) = fs::read(out.join("manifest.json")) else {
+        return false;
+    };
+    let Ok(old) = serde_json::from_slice::<Manifest>(&old) else {
+        return false;
+    };
     if old != *m {
         return false;
     }
@@ -99,13 +111,20 @@ fn matches_on_disk(out: &Path, m: &Manifest) -> bool {
             Err(_) => false,
         }
     };
-    m.hosts.iter().all(|(node, h)| h.files.iter().all(|e| check(host_path(out, node, &e.path), e)))
-        && m.operator.iter().all(|e| check(out.join(&e.path), e))
+    m.hosts.iter().all(|(node, h)| {
+        h.files
+            .iter()
+            .all(|e| check(host_path(out, node, &e.path), e))
+    }) && m.operator.iter().all(|e| check(out.join(&e.path), e))
 }
 
 fn write_file(path: &Path, f: &HostFile) -> Result<(), CliError> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(CliError::io("create directory", dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(CliError::io("create directory", dir))?;
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -113,9 +132,11 @@ fn write_file(path: &Path, f: &HostFile) -> Result<(), CliError> {
         .mode(f.mode)
         .open(path)
         .map_err(CliError::io("create", path))?;
-    file.write_all(f.content.as_bytes()).map_err(CliError::io("write", path))?;
+    file.write_all(f.content.as_bytes())
+        .map_err(CliError::io("write", path))?;
     // The umask may have cleared bits the host file needs (e.g. 0755 scripts).
-    fs::set_permissions(path, fs::Permissions::from_mode(f.mode)).map_err(CliError::io("set permissions on", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(f.mode))
+        .map_err(CliError::io("set permissions on", path))?;
     Ok(())
 }
 
@@ -127,7 +148,10 @@ pub fn write(out: &Path, cluster: &str, r: &Rendered) -> Result<(Manifest, Outco
             .ok()
             .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
             .is_some_and(|old| old.format == MARKER);
-        let is_empty = fs::read_dir(out).map_err(CliError::io("read", out))?.next().is_none();
+        let is_empty = fs::read_dir(out)
+            .map_err(CliError::io("read", out))?
+            .next()
+            .is_none();
         if !is_ours && !is_empty {
             return Err(CliError::Input {
                 message: format!("{} exists and is not an earlier kubeha render", out.display()),
@@ -142,11 +166,18 @@ pub fn write(out: &Path, cluster: &str, r: &Rendered) -> Result<(Manifest, Outco
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let staging = parent.join(format!(".{name}.kubeha-new-{}", std::process::id()));
     let retired = parent.join(format!(".{name}.kubeha-old-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&staging).map_err(CliError::io("create directory", &staging))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&staging)
+        .map_err(CliError::io("create directory", &staging))?;
     let result = (|| {
         for h in &r.hosts {
             for f in &h.files {
@@ -156,9 +187,15 @@ pub fn write(out: &Path, cluster: &str, r: &Rendered) -> Result<(Manifest, Outco
         for f in &r.operator {
             write_file(&staging.join(&f.path), f)?;
         }
-        let mut json = serde_json::to_string_pretty(&m).map_err(|e| CliError::Input { message: format!("cannot encode manifest: {e}"), help: String::new() })?;
+        let mut json = serde_json::to_string_pretty(&m).map_err(|e| CliError::Input {
+            message: format!("cannot encode manifest: {e}"),
+            help: String::new(),
+        })?;
         json.push('\n');
-        write_file(&staging.join("manifest.json"), &HostFile::public("manifest.json", json))?;
+        write_file(
+            &staging.join("manifest.json"),
+            &HostFile::public("manifest.json", json),
+        )?;
         if out.exists() {
             fs::rename(out, &retired).map_err(CliError::io("move aside", out))?;
         }

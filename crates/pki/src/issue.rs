@@ -255,6 +255,7 @@ pub(crate) fn service_account(key: &Key) -> ServiceAccountKeys {
 pub(crate) fn new_secrets() -> Result<Secrets, PkiError> {
     Ok(Secrets {
         keepalived_auth: random_alnum(8)?,
+        etcd_cluster_token: None,
     })
 }
 

@@ -42,6 +42,9 @@ impl std::fmt::Debug for ServiceAccountKeys {
 pub struct Secrets {
     /// Keepalived `auth_pass` (VRRP PASS authentication uses at most 8 characters).
     pub keepalived_auth: String,
+    /// etcd's `--initial-cluster-token` when it is not the spec's default: set by
+    /// `kubeha etcd snapshot restore`, which rebuilds the cluster under a new token.
+    pub etcd_cluster_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {

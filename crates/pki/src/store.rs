@@ -126,6 +126,8 @@ pub enum IssueReason {
     Expiring,
     /// Only one of certificate and key was there.
     Incomplete,
+    /// Asked for (`kubeha certs renew`).
+    Forced,
 }
 
 /// What [`Store::ensure`] did: for progress output, logs and benchmarks.
@@ -180,6 +182,8 @@ struct IndexEntry {
 struct SecretsFile {
     version: u32,
     keepalived_auth: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etcd_cluster_token: Option<String>,
 }
 
 /// Opens (creating if needed) the state dir `<state_root>/<cluster>` and takes its lock.
@@ -320,7 +324,10 @@ impl Batch {
     }
 
     fn temp_of(path: &Path) -> PathBuf {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         path.with_file_name(format!(".{name}.kubeha-tmp"))
     }
 
@@ -340,19 +347,31 @@ impl Batch {
 
     fn stage_and_rename(&self, root: &Path) -> Result<Vec<PathBuf>, PkiError> {
         for (path, bytes, mode) in &self.files {
-            let err = |source| PkiError::Write { path: path.clone(), source };
+            let err = |source| PkiError::Write {
+                path: path.clone(),
+                source,
+            };
             if let Some(parent) = path.parent() {
                 create_dirs_with(parent, false)?;
             }
             let tmp = Self::temp_of(path);
-            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(*mode).open(&tmp).map_err(err)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(*mode)
+                .open(&tmp)
+                .map_err(err)?;
             f.write_all(bytes).map_err(err)?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode)).map_err(err)?;
         }
         sync_fs(root)?;
         let mut written = Vec::with_capacity(self.files.len());
         for (path, _, _) in &self.files {
-            fs::rename(Self::temp_of(path), path).map_err(|source| PkiError::Write { path: path.clone(), source })?;
+            fs::rename(Self::temp_of(path), path).map_err(|source| PkiError::Write {
+                path: path.clone(),
+                source,
+            })?;
             written.push(path.clone());
         }
         sync_fs(root)?;
@@ -362,7 +381,10 @@ impl Batch {
 
 /// Flushes the filesystem holding `dir` (data and metadata) in one call.
 fn sync_fs(dir: &Path) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write { path: dir.to_path_buf(), source };
+    let err = |source| PkiError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
     let d = File::open(dir).map_err(err)?;
     rustix::fs::syncfs(&d).map_err(|e| err(io::Error::from(e)))
 }
@@ -482,6 +504,17 @@ impl Store {
         spec: &Spec,
         now: OffsetDateTime,
     ) -> Result<(Materials, IssueReport), PkiError> {
+        self.ensure_with(spec, now, &|_| false)
+    }
+
+    /// [`Store::ensure`], and also re-issues every existing leaf `force` picks (reason
+    /// [`IssueReason::Forced`]) with a fresh key. CAs are never re-issued.
+    pub fn ensure_with(
+        &mut self,
+        spec: &Spec,
+        now: OffsetDateTime,
+        force: &dyn Fn(&LeafId) -> bool,
+    ) -> Result<(Materials, IssueReport), PkiError> {
         let now = issue::normalize(now);
         let certs = &spec.certificates;
         let alg = certs.key_algorithm;
@@ -523,6 +556,8 @@ impl Store {
                         LeafPlan::Issue(IssueReason::Changed)
                     } else if expiring {
                         LeafPlan::Issue(IssueReason::Expiring)
+                    } else if force(&p.id) {
+                        LeafPlan::Issue(IssueReason::Forced)
                     } else {
                         LeafPlan::Reuse(leaf)
                     }
@@ -707,6 +742,7 @@ impl Store {
             let file = SecretsFile {
                 version: STATE_VERSION,
                 keepalived_auth: secrets.keepalived_auth.clone(),
+                etcd_cluster_token: secrets.etcd_cluster_token.clone(),
             };
             let json = Zeroizing::new(to_json(&file));
             write(self.secrets_path(), json.as_bytes(), MODE_SECRET)?;
@@ -834,6 +870,26 @@ impl Store {
         Ok(index)
     }
 
+    /// Records etcd's `--initial-cluster-token` in `secrets.json` (atomically), so every
+    /// later render uses it instead of the spec's default; `None` goes back to the default.
+    /// The secrets must exist (run [`Store::ensure`] first).
+    pub fn set_etcd_cluster_token(&mut self, token: Option<&str>) -> Result<(), PkiError> {
+        let path = self.secrets_path();
+        let Some(secrets) = self.load_secrets()? else {
+            return Err(PkiError::Read {
+                path,
+                source: io::Error::new(io::ErrorKind::NotFound, "no secrets yet"),
+            });
+        };
+        let file = SecretsFile {
+            version: STATE_VERSION,
+            keepalived_auth: secrets.keepalived_auth,
+            etcd_cluster_token: token.map(str::to_string),
+        };
+        let json = Zeroizing::new(to_json(&file));
+        write_atomic(&path, json.as_bytes(), MODE_SECRET)
+    }
+
     fn load_secrets(&self) -> Result<Option<Secrets>, PkiError> {
         let path = self.secrets_path();
         let Some(bytes) = read_opt(&path)?.map(Zeroizing::new) else {
@@ -854,6 +910,7 @@ impl Store {
         }
         Ok(Some(Secrets {
             keepalived_auth: file.keepalived_auth,
+            etcd_cluster_token: file.etcd_cluster_token,
         }))
     }
 
@@ -1105,7 +1162,9 @@ pub struct StateView {
 
 impl StateView {
     pub fn new(state_root: &Path, cluster: &str) -> Self {
-        StateView { dir: state_root.join(cluster) }
+        StateView {
+            dir: state_root.join(cluster),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -1132,7 +1191,10 @@ impl StateView {
             None => self.pki().join("operator"),
         };
         let base = owner.join(id.kind.base());
-        Ok(CertPair { cert_pem: Self::read(with_ext(base.clone(), "crt"))?, key_pem: Self::read(with_ext(base, "key"))? })
+        Ok(CertPair {
+            cert_pem: Self::read(with_ext(base.clone(), "crt"))?,
+            key_pem: Self::read(with_ext(base, "key"))?,
+        })
     }
 
     /// Every certificate file in the state dir, sorted.

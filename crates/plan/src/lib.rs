@@ -27,7 +27,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [Phase::Preflight, Phase::NodePrep, Phase::Etcd, Phase::LoadBalancer, Phase::EtcdProxy, Phase::ControlPlane, Phase::Workers];
+    pub const ALL: [Phase; 7] = [
+        Phase::Preflight,
+        Phase::NodePrep,
+        Phase::Etcd,
+        Phase::LoadBalancer,
+        Phase::EtcdProxy,
+        Phase::ControlPlane,
+        Phase::Workers,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -135,22 +143,32 @@ fn is_proxy_path(path: &str) -> bool {
 
 /// Paths the kubelet needs to run static pods.
 fn is_kubelet_path(path: &str) -> bool {
-    path.starts_with("/var/lib/kubelet/") || path.contains("kubelet.service.d/") || path == "/etc/kubernetes/kubelet.conf" || path == "/etc/kubernetes/pki/ca.crt"
+    path.starts_with("/var/lib/kubelet/")
+        || path.contains("kubelet.service.d/")
+        || path == "/etc/kubernetes/kubelet.conf"
+        || path == "/etc/kubernetes/pki/ca.crt"
 }
 
 /// True when the local etcd proxy is a static pod, so the kubelet must start with it.
 pub fn has_static_proxy(tree: &HostTree) -> bool {
-    tree.files.iter().any(|f| f.path == "/etc/kubernetes/manifests/etcd-proxy.yaml")
+    tree.files
+        .iter()
+        .any(|f| f.path == "/etc/kubernetes/manifests/etcd-proxy.yaml")
 }
 
 /// True when the host runs a local etcd proxy at all.
 pub fn has_proxy(tree: &HostTree) -> bool {
-    tree.files.iter().any(|f| f.path.starts_with("/etc/kubernetes/etcd-proxy/"))
+    tree.files
+        .iter()
+        .any(|f| f.path.starts_with("/etc/kubernetes/etcd-proxy/"))
 }
 
 /// The phase a rendered file belongs to on `node` (whose tree is `tree`).
 pub fn phase_of(spec: &Spec, node: &Node, tree: &HostTree, path: &str) -> Phase {
-    if node.has(Role::ControlPlane) && has_proxy(tree) && (is_proxy_path(path) || (has_static_proxy(tree) && is_kubelet_path(path))) {
+    if node.has(Role::ControlPlane)
+        && has_proxy(tree)
+        && (is_proxy_path(path) || (has_static_proxy(tree) && is_kubelet_path(path)))
+    {
         return Phase::EtcdProxy;
     }
     phase_of_path(spec, node, path)
@@ -172,11 +190,17 @@ fn phase_of_path(spec: &Spec, node: &Node, path: &str) -> Phase {
             || path == "/etc/kubernetes/manifests/etcd.yaml"
             || path.contains("20-etcd-service-manager")
             || path == "/etc/kubernetes/kubeadmcfg.yaml"
-            || (!node.has(Role::ControlPlane) && (path.contains("apiserver-etcd-client") || path.starts_with("/etc/systemd/system/kubelet.service.d/"))))
+            || (!node.has(Role::ControlPlane)
+                && (path.contains("apiserver-etcd-client")
+                    || path.starts_with("/etc/systemd/system/kubelet.service.d/"))))
     {
         return Phase::Etcd;
     }
-    if node.has(Role::Lb) && (path.starts_with("/etc/haproxy/") || path.starts_with("/etc/keepalived/") || path.starts_with("/etc/sysctl.d/")) {
+    if node.has(Role::Lb)
+        && (path.starts_with("/etc/haproxy/")
+            || path.starts_with("/etc/keepalived/")
+            || path.starts_with("/etc/sysctl.d/"))
+    {
         return Phase::LoadBalancer;
     }
     if node.has(Role::ControlPlane) {
@@ -200,7 +224,11 @@ pub fn unit_for(path: &str) -> Option<&str> {
             return Some(unit);
         }
     }
-    if path.starts_with("/etc/etcd/") || path.starts_with("/etc/kubernetes/pki/etcd/server") || path.starts_with("/etc/kubernetes/pki/etcd/peer") || path == "/etc/kubernetes/pki/etcd/ca.crt" {
+    if path.starts_with("/etc/etcd/")
+        || path.starts_with("/etc/kubernetes/pki/etcd/server")
+        || path.starts_with("/etc/kubernetes/pki/etcd/peer")
+        || path == "/etc/kubernetes/pki/etcd/ca.crt"
+    {
         return Some("etcd.service");
     }
     if path.starts_with("/etc/haproxy/") {
@@ -215,7 +243,10 @@ pub fn unit_for(path: &str) -> Option<&str> {
     if path.starts_with("/etc/containerd/") {
         return Some("containerd.service");
     }
-    if path.starts_with("/var/lib/kubelet/") || path.contains("kubelet.service.d/") || path == "/etc/kubernetes/kubelet.conf" {
+    if path.starts_with("/var/lib/kubelet/")
+        || path.contains("kubelet.service.d/")
+        || path == "/etc/kubernetes/kubelet.conf"
+    {
         return Some("kubelet.service");
     }
     None
@@ -225,7 +256,13 @@ pub fn unit_for(path: &str) -> Option<&str> {
 pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -> Vec<Step> {
     let mut steps: BTreeMap<Phase, Step> = BTreeMap::new();
     fn step<'a>(steps: &'a mut BTreeMap<Phase, Step>, node: &Node, phase: Phase) -> &'a mut Step {
-        steps.entry(phase).or_insert_with(|| Step { node: node.name.clone(), phase, files: vec![], restart: BTreeSet::new(), start: BTreeSet::new() })
+        steps.entry(phase).or_insert_with(|| Step {
+            node: node.name.clone(),
+            phase,
+            files: vec![],
+            restart: BTreeSet::new(),
+            start: BTreeSet::new(),
+        })
     }
     let host_units: BTreeSet<&str> = tree.services.iter().map(String::as_str).collect();
     for f in &tree.files {
@@ -239,12 +276,16 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
         };
         if let Some(change) = change {
             let s = step(&mut steps, node, phase);
-            if change != Change::Mode {
-                if let Some(u) = unit_for(&f.path).filter(|u| host_units.contains(u)) {
-                    s.restart.insert(u.to_string());
-                }
+            if change != Change::Mode
+                && let Some(u) = unit_for(&f.path).filter(|u| host_units.contains(u))
+            {
+                s.restart.insert(u.to_string());
             }
-            s.files.push(FileAction { path: f.path.clone(), change, file: f.clone() });
+            s.files.push(FileAction {
+                path: f.path.clone(),
+                change,
+                file: f.clone(),
+            });
         }
     }
     for unit in &tree.services {
@@ -262,11 +303,19 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
 pub fn unit_phase(spec: &Spec, node: &Node, tree: &HostTree, unit: &str) -> Phase {
     match unit {
         "kubeha-etcd-proxy.service" => Phase::EtcdProxy,
-        "kubelet.service" if node.has(Role::ControlPlane) && has_static_proxy(tree) => Phase::EtcdProxy,
+        "kubelet.service" if node.has(Role::ControlPlane) && has_static_proxy(tree) => {
+            Phase::EtcdProxy
+        }
         "etcd.service" => Phase::Etcd,
         "haproxy.service" | "keepalived.service" => Phase::LoadBalancer,
         "containerd.service" => Phase::NodePrep,
-        "kubelet.service" if spec.is_etcd_member(node) && !node.has(Role::ControlPlane) && !node.has(Role::Worker) => Phase::Etcd,
+        "kubelet.service"
+            if spec.is_etcd_member(node)
+                && !node.has(Role::ControlPlane)
+                && !node.has(Role::Worker) =>
+        {
+            Phase::Etcd
+        }
         _ if node.has(Role::ControlPlane) => Phase::ControlPlane,
         _ if node.has(Role::Worker) => Phase::Workers,
         _ => Phase::NodePrep,
@@ -278,10 +327,25 @@ pub fn plan(spec: &Spec, rendered: &Rendered, facts: &BTreeMap<String, HostFacts
     let empty = HostFacts::default();
     let mut steps = Vec::new();
     for (node, tree) in spec.nodes.iter().zip(&rendered.hosts) {
-        steps.extend(plan_host(spec, node, tree, facts.get(&node.name).unwrap_or(&empty)));
+        steps.extend(plan_host(
+            spec,
+            node,
+            tree,
+            facts.get(&node.name).unwrap_or(&empty),
+        ));
     }
-    let order: BTreeMap<&str, usize> = spec.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
-    steps.sort_by_key(|s| (s.phase, order.get(s.node.as_str()).copied().unwrap_or(usize::MAX)));
+    let order: BTreeMap<&str, usize> = spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    steps.sort_by_key(|s| {
+        (
+            s.phase,
+            order.get(s.node.as_str()).copied().unwrap_or(usize::MAX),
+        )
+    });
     Plan { steps }
 }
 
@@ -291,24 +355,40 @@ mod tests {
 
     fn spec() -> Spec {
         let yaml = "name: t\ncontrolPlaneEndpoint: 10.1.0.100:6443\nnetworking: {nodeCidr: 10.1.0.0/24}\nloadBalancer: {vip: 10.1.0.100}\nnodes:\n  - {name: e1, address: 10.1.0.11, roles: [etcd]}\n  - {name: lb1, address: 10.1.0.101, roles: [lb]}\n  - {name: lb2, address: 10.1.0.102, roles: [lb]}\n  - {name: c1, address: 10.1.0.21, roles: [control-plane]}\n";
-        kubeha_spec::load_str(yaml, std::path::Path::new("t.yaml")).expect("spec").spec
+        kubeha_spec::load_str(yaml, std::path::Path::new("t.yaml"))
+            .expect("spec")
+            .spec
     }
 
     fn tree(node: &str, files: Vec<HostFile>, services: &[&str]) -> HostTree {
-        HostTree { node: node.into(), files, services: services.iter().map(|s| s.to_string()).collect() }
+        HostTree {
+            node: node.into(),
+            files,
+            services: services.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn fresh_host_adds_everything_and_starts_units_in_their_phase() {
         let s = spec();
         let e1 = &s.nodes[0];
-        let t = tree("e1", vec![HostFile::public("/etc/systemd/system/etcd.service", "x"), HostFile::public("/etc/modules-load.d/k8s.conf", "overlay")], &["etcd.service"]);
+        let t = tree(
+            "e1",
+            vec![
+                HostFile::public("/etc/systemd/system/etcd.service", "x"),
+                HostFile::public("/etc/modules-load.d/k8s.conf", "overlay"),
+            ],
+            &["etcd.service"],
+        );
         let steps = plan_host(&s, e1, &t, &HostFacts::default());
         assert_eq!(steps.len(), 2);
         assert_eq!(steps[0].phase, Phase::NodePrep);
         assert_eq!(steps[1].phase, Phase::Etcd);
         assert!(steps[1].start.contains("etcd.service"));
-        assert!(steps[1].restart.is_empty(), "a unit being started is not also restarted");
+        assert!(
+            steps[1].restart.is_empty(),
+            "a unit being started is not also restarted"
+        );
     }
 
     #[test]
@@ -318,17 +398,38 @@ mod tests {
         let f = HostFile::public("/etc/haproxy/haproxy.cfg", "cfg");
         let t = tree("lb1", vec![f.clone()], &["haproxy.service"]);
         let mut facts = HostFacts::default();
-        facts.files.insert(f.path.clone(), Some(ObservedFile { sha256: sha256_hex(b"cfg"), mode: 0o644, owner: "root:root".into() }));
+        facts.files.insert(
+            f.path.clone(),
+            Some(ObservedFile {
+                sha256: sha256_hex(b"cfg"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            }),
+        );
         facts.services.insert("haproxy.service".into(), true);
         assert!(plan_host(&s, lb, &t, &facts).is_empty());
-        facts.files.insert(f.path.clone(), Some(ObservedFile { sha256: sha256_hex(b"old"), mode: 0o644, owner: "root:root".into() }));
+        facts.files.insert(
+            f.path.clone(),
+            Some(ObservedFile {
+                sha256: sha256_hex(b"old"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            }),
+        );
         let steps = plan_host(&s, lb, &t, &facts);
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].phase, Phase::LoadBalancer);
         assert_eq!(steps[0].files[0].change, Change::Update);
         assert!(steps[0].restart.contains("haproxy.service"));
         // Mode drift alone fixes the mode without a restart.
-        facts.files.insert(f.path.clone(), Some(ObservedFile { sha256: sha256_hex(b"cfg"), mode: 0o600, owner: "root:root".into() }));
+        facts.files.insert(
+            f.path.clone(),
+            Some(ObservedFile {
+                sha256: sha256_hex(b"cfg"),
+                mode: 0o600,
+                owner: "root:root".into(),
+            }),
+        );
         let steps = plan_host(&s, lb, &t, &facts);
         assert_eq!(steps[0].files[0].change, Change::Mode);
         assert!(steps[0].restart.is_empty());
@@ -341,13 +442,44 @@ mod tests {
             .nodes
             .iter()
             .map(|n| match n.name.as_str() {
-                "e1" => tree("e1", vec![HostFile::public("/etc/systemd/system/etcd.service", "x")], &["etcd.service"]),
-                "c1" => tree("c1", vec![HostFile::public("/etc/kubernetes/admin.conf", "x")], &[]),
-                other => tree(other, vec![HostFile::public("/etc/haproxy/haproxy.cfg", "x")], &["haproxy.service"]),
+                "e1" => tree(
+                    "e1",
+                    vec![HostFile::public("/etc/systemd/system/etcd.service", "x")],
+                    &["etcd.service"],
+                ),
+                "c1" => tree(
+                    "c1",
+                    vec![HostFile::public("/etc/kubernetes/admin.conf", "x")],
+                    &[],
+                ),
+                other => tree(
+                    other,
+                    vec![HostFile::public("/etc/haproxy/haproxy.cfg", "x")],
+                    &["haproxy.service"],
+                ),
             })
             .collect();
-        let p = plan(&s, &Rendered { hosts: trees, operator: vec![] }, &BTreeMap::new());
-        let order: Vec<(Phase, &str)> = p.steps.iter().map(|st| (st.phase, st.node.as_str())).collect();
-        assert_eq!(order, vec![(Phase::Etcd, "e1"), (Phase::LoadBalancer, "lb1"), (Phase::LoadBalancer, "lb2"), (Phase::ControlPlane, "c1")]);
+        let p = plan(
+            &s,
+            &Rendered {
+                hosts: trees,
+                operator: vec![],
+            },
+            &BTreeMap::new(),
+        );
+        let order: Vec<(Phase, &str)> = p
+            .steps
+            .iter()
+            .map(|st| (st.phase, st.node.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Phase::Etcd, "e1"),
+                (Phase::LoadBalancer, "lb1"),
+                (Phase::LoadBalancer, "lb2"),
+                (Phase::ControlPlane, "c1")
+            ]
+        );
     }
 }

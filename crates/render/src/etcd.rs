@@ -49,7 +49,12 @@ const KUBEADM_API: &str = "kubeadm.k8s.io/v1beta4";
 /// Every file an etcd member needs; only the chosen deployment's files are included.
 pub fn files(cx: Ctx<'_>, node: &Node) -> Result<Vec<HostFile>> {
     let spec = cx.spec;
-    let flags = flags(spec, node);
+    let mut flags = flags(spec, node);
+    // A restored cluster (`kubeha etcd snapshot restore`) runs under the token it was
+    // rebuilt with, recorded in the state dir's secrets; rendering it keeps `up` a no-op.
+    if let Some(token) = &cx.materials.secrets.etcd_cluster_token {
+        flags.insert("initial-cluster-token".into(), token.clone());
+    }
     let mut out = pki_files(cx, node)?;
     match spec.etcd.deployment {
         EtcdDeployment::Systemd => {
@@ -489,6 +494,7 @@ mod tests {
             },
             secrets: Secrets {
                 keepalived_auth: "Pw4Test1".into(),
+                etcd_cluster_token: None,
             },
         }
     }
@@ -591,6 +597,26 @@ mod tests {
             .position(|x| x.starts_with("--initial-advertise"))
             .unwrap_or(0);
         assert!(fg < ic, "sorted: --feature-gates before --initial-*: {a:?}");
+    }
+
+    #[test]
+    fn restored_cluster_token_from_secrets_replaces_the_default() {
+        let spec = example("external");
+        let node = spec.node("ext-etcd-2").unwrap_or_else(|| panic!("no node"));
+        let text = |m: &Materials| -> String {
+            files(Ctx::new(&spec, m), node)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .iter()
+                .map(|f| f.content.clone())
+                .collect()
+        };
+        let mut m = materials(&spec);
+        let default = format!("initial-cluster-token={}", spec.etcd_cluster_token());
+        assert!(text(&m).contains(&default));
+        m.secrets.etcd_cluster_token = Some("tok-restored-1".into());
+        let t = text(&m);
+        assert!(t.contains("initial-cluster-token=tok-restored-1"), "{t}");
+        assert!(!t.contains(&default), "{t}");
     }
 
     #[test]

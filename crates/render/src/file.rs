@@ -22,7 +22,9 @@ pub struct HostFile {
 impl std::fmt::Debug for HostFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("HostFile");
-        d.field("path", &self.path).field("mode", &format_args!("{:o}", self.mode)).field("owner", &self.owner);
+        d.field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("owner", &self.owner);
         if self.sensitive {
             d.field("content", &"<redacted>");
         } else {
@@ -35,17 +37,35 @@ impl std::fmt::Debug for HostFile {
 impl HostFile {
     /// A root-owned 0644 file.
     pub fn public(path: impl Into<String>, content: impl Into<String>) -> Self {
-        HostFile { path: path.into(), mode: 0o644, owner: "root:root".into(), content: content.into(), sensitive: false }
+        HostFile {
+            path: path.into(),
+            mode: 0o644,
+            owner: "root:root".into(),
+            content: content.into(),
+            sensitive: false,
+        }
     }
 
     /// A root-owned 0600 file that holds a key or secret.
     pub fn secret(path: impl Into<String>, content: impl Into<String>) -> Self {
-        HostFile { path: path.into(), mode: 0o600, owner: "root:root".into(), content: content.into(), sensitive: true }
+        HostFile {
+            path: path.into(),
+            mode: 0o600,
+            owner: "root:root".into(),
+            content: content.into(),
+            sensitive: true,
+        }
     }
 
     /// A root-owned file with an explicit mode, not sensitive.
     pub fn with_mode(path: impl Into<String>, mode: u32, content: impl Into<String>) -> Self {
-        HostFile { path: path.into(), mode, owner: "root:root".into(), content: content.into(), sensitive: false }
+        HostFile {
+            path: path.into(),
+            mode,
+            owner: "root:root".into(),
+            content: content.into(),
+            sensitive: false,
+        }
     }
 }
 
@@ -69,12 +89,18 @@ pub fn cert_only(base: &str, pair: &kubeha_pki::CertPair) -> HostFile {
 
 /// YAML text of any serializable value (typed Kubernetes objects, kubeconfigs, configs).
 pub fn to_yaml<T: Serialize>(what: &str, value: &T) -> Result<String> {
-    serde_saphyr::to_string(value).map_err(|e| RenderError::Serialize { what: what.to_string(), source: Box::new(e) })
+    serde_saphyr::to_string(value).map_err(|e| RenderError::Serialize {
+        what: what.to_string(),
+        source: Box::new(e),
+    })
 }
 
 /// JSON text (pretty, trailing newline).
 pub fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| RenderError::Serialize { what: what.to_string(), source: Box::new(e) })?;
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| RenderError::Serialize {
+        what: what.to_string(),
+        source: Box::new(e),
+    })?;
     s.push('\n');
     Ok(s)
 }

@@ -300,6 +300,7 @@ mod tests {
             },
             secrets: Secrets {
                 keepalived_auth: AUTH.into(),
+                etcd_cluster_token: None,
             },
         }
     }

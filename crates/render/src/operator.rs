@@ -576,7 +576,9 @@ pub fn bring_up_md(spec: &Spec) -> String {
         );
         if uses_local_proxy(spec) {
             let how = match spec.etcd.local_proxy {
-                kubeha_spec::EtcdProxyDeployment::Systemd => "systemd unit `kubeha-etcd-proxy.service`",
+                kubeha_spec::EtcdProxyDeployment::Systemd => {
+                    "systemd unit `kubeha-etcd-proxy.service`"
+                }
                 kubeha_spec::EtcdProxyDeployment::StaticPod => "static pod",
             };
             let _ = writeln!(

@@ -607,6 +607,7 @@ pub(crate) mod tests {
             },
             secrets: Secrets {
                 keepalived_auth: "secret00".into(),
+                etcd_cluster_token: None,
             },
         }
     }

@@ -49,5 +49,8 @@ pub enum SpecError {
     },
     /// The file parsed, but its values are inconsistent.
     #[error("{path}: {} error(s) in the cluster file", .problems.iter().filter(|p| p.severity == Severity::Error).count())]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }

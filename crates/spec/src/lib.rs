@@ -31,19 +31,38 @@ pub fn load_str(src: &str, path: &Path) -> Result<Loaded, SpecError> {
     let raw: raw::RawSpec = serde_saphyr::from_str(src).map_err(|e| {
         let loc = e.location();
         let (line, column) = loc.map_or((0, 0), |l| (l.line(), l.column()));
-        let offset = loc.and_then(|l| l.span().byte_offset().map(|o| o as usize)).or_else(|| resolve::offset_of(src, line, column));
-        SpecError::Syntax { path: path.to_path_buf(), line, column, offset, message: syntax_message(&e) }
+        let offset = loc
+            .and_then(|l| l.span().byte_offset().map(|o| o as usize))
+            .or_else(|| resolve::offset_of(src, line, column));
+        SpecError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            offset,
+            message: syntax_message(&e),
+        }
     })?;
     let (spec, problems) = resolve::resolve(&raw, src);
     match spec {
-        Some(spec) => Ok(Loaded { spec, warnings: problems, source: src.to_string(), path: path.to_path_buf() }),
-        None => Err(SpecError::Invalid { path: path.to_path_buf(), problems }),
+        Some(spec) => Ok(Loaded {
+            spec,
+            warnings: problems,
+            source: src.to_string(),
+            path: path.to_path_buf(),
+        }),
+        None => Err(SpecError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }),
     }
 }
 
 /// Reads, parses and validates a cluster file.
 pub fn load(path: &Path) -> Result<Loaded, SpecError> {
-    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(&src, path)
 }
 

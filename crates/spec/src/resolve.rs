@@ -576,7 +576,6 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 .unwrap_or_default(),
         }),
     };
-    let node_cidr_field = rnet.and_then(|n| n.node_cidr.as_ref());
     for (i, n) in nodes.iter().enumerate() {
         if !node_cidr.contains(&n.address) && !n.address.is_unspecified() {
             cx.warn(
@@ -713,15 +712,15 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let endpoint = match &raw.control_plane_endpoint {
         Some(e) => match parse_endpoint(&e.value) {
             Ok(ep) => {
-                if let (Some(v), EndpointHost::Ip(ip)) = (vip, &ep.host) {
-                    if *ip != v {
-                        cx.err(
-                            "controlPlaneEndpoint",
-                            Some(e),
-                            format!("endpoint {ip} differs from loadBalancer.vip {v}"),
-                            "the endpoint must be the VIP (or a DNS name resolving to it)",
-                        );
-                    }
+                if let (Some(v), EndpointHost::Ip(ip)) = (vip, &ep.host)
+                    && *ip != v
+                {
+                    cx.err(
+                        "controlPlaneEndpoint",
+                        Some(e),
+                        format!("endpoint {ip} differs from loadBalancer.vip {v}"),
+                        "the endpoint must be the VIP (or a DNS name resolving to it)",
+                    );
                 }
                 ep
             }
@@ -827,15 +826,15 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             );
         }
     }
-    if let Some(v) = rlb.and_then(|l| l.virtual_router_id.as_ref()) {
-        if v.value == 0 {
-            cx.err(
-                "loadBalancer.virtualRouterId",
-                Some(v),
-                "VRRP router id must be 1-255",
-                "both LBs share it; other VRRP groups on the subnet must use another id",
-            );
-        }
+    if let Some(v) = rlb.and_then(|l| l.virtual_router_id.as_ref())
+        && v.value == 0
+    {
+        cx.err(
+            "loadBalancer.virtualRouterId",
+            Some(v),
+            "VRRP router id must be 1-255",
+            "both LBs share it; other VRRP groups on the subnet must use another id",
+        );
     }
 
     // --- CNI, MetalLB
@@ -1034,15 +1033,15 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         ("etcd.dataDir", retcd.and_then(|e| e.data_dir.as_ref())),
         ("etcd.binary", retcd.and_then(|e| e.binary.as_ref())),
     ] {
-        if let Some(v) = v {
-            if !v.value.starts_with('/') {
-                cx.err(
-                    field,
-                    Some(v),
-                    format!("'{}' is not an absolute path", v.value),
-                    "write a path starting with '/'",
-                );
-            }
+        if let Some(v) = v
+            && !v.value.starts_with('/')
+        {
+            cx.err(
+                field,
+                Some(v),
+                format!("'{}' is not an absolute path", v.value),
+                "write a path starting with '/'",
+            );
         }
     }
 
@@ -1124,15 +1123,15 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let container_runtime = ContainerRuntime {
         endpoint: cri.map_or(defaults::CRI_ENDPOINT.to_string(), |c| c.value.clone()),
     };
-    if let Some(c) = cri {
-        if !c.value.starts_with("unix:///") {
-            cx.err(
-                "containerRuntime.endpoint",
-                Some(c),
-                format!("'{}' is not a unix socket URL", c.value),
-                "write e.g. unix:///var/run/containerd/containerd.sock",
-            );
-        }
+    if let Some(c) = cri
+        && !c.value.starts_with("unix:///")
+    {
+        cx.err(
+            "containerRuntime.endpoint",
+            Some(c),
+            format!("'{}' is not a unix socket URL", c.value),
+            "write e.g. unix:///var/run/containerd/containerd.sock",
+        );
     }
     let image_repository = opt_str(&raw.image_repository)
         .unwrap_or(defaults::IMAGE_REPOSITORY)
@@ -1231,9 +1230,5 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         container_runtime,
         image_repository,
         provisioning,
-    })
-    .map(|s| {
-        let _ = node_cidr_field;
-        s
     })
 }

@@ -58,7 +58,11 @@ impl Spec {
         if let Some(p) = node.lb_priority {
             return p;
         }
-        let idx = self.lbs().iter().position(|n| n.name == node.name).unwrap_or(0);
+        let idx = self
+            .lbs()
+            .iter()
+            .position(|n| n.name == node.name)
+            .unwrap_or(0);
         101u8.saturating_sub(idx.min(100) as u8)
     }
 

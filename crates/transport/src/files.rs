@@ -482,7 +482,11 @@ exit 1
 
 /// Uploads many files in one remote command (one round trip instead of one per file),
 /// each atomically as [`Transport::upload`] does.
-pub fn upload_many<T: Transport + ?Sized>(t: &T, files: &[UploadFile<'_>], timeout: Duration) -> Result<(), TransportError> {
+pub fn upload_many<T: Transport + ?Sized>(
+    t: &T,
+    files: &[UploadFile<'_>],
+    timeout: Duration,
+) -> Result<(), TransportError> {
     if files.is_empty() {
         return Ok(());
     }
@@ -494,14 +498,32 @@ pub fn upload_many<T: Transport + ?Sized>(t: &T, files: &[UploadFile<'_>], timeo
         check_path(t.host(), &fop, f.path)?;
         check_owner(t.host(), &fop, f.owner)?;
         if f.mode > 0o7777 || f.path.contains('\n') || f.owner.contains(char::is_whitespace) {
-            return Err(invalid(t.host(), &fop, "unusable mode, path or owner".to_string()));
+            return Err(invalid(
+                t.host(),
+                &fop,
+                "unusable mode, path or owner".to_string(),
+            ));
         }
-        stdin.extend_from_slice(format!("{} {} {:04o} {}\n{}\n", sha256_hex(f.content), f.content.len(), f.mode, f.owner, f.path).as_bytes());
+        stdin.extend_from_slice(
+            format!(
+                "{} {} {:04o} {}\n{}\n",
+                sha256_hex(f.content),
+                f.content.len(),
+                f.mode,
+                f.owner,
+                f.path
+            )
+            .as_bytes(),
+        );
         stdin.extend_from_slice(f.content);
         total += f.content.len();
     }
     stdin.extend_from_slice(b"END\n");
-    let cmd = Command::script(UPLOAD_MANY).stdin(stdin).sudo().timeout(timeout + per_mib(total)).allow_failure();
+    let cmd = Command::script(UPLOAD_MANY)
+        .stdin(stdin)
+        .sudo()
+        .timeout(timeout + per_mib(total))
+        .allow_failure();
     let out = t.run(&cmd).map_err(|e| rename_op(e, &op))?;
     match out.status {
         0 => Ok(()),

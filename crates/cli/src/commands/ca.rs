@@ -22,9 +22,16 @@ pub fn run(g: &Global, c: &CaCommand) -> Result<ExitCode, CliError> {
             };
             let mut store = super::open_store(g, &loaded.spec.name)?;
             store.import_ca(id, &cert_pem, &key_pem)?;
-            eprintln!("imported {} CA into {}; `kubeha render` issues leaves from it", id.common_name(), g.state_dir.display());
+            eprintln!(
+                "imported {} CA into {}; `kubeha render` issues leaves from it",
+                id.common_name(),
+                g.state_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        CaCommand::List => Err(CliError::Input { message: "not yet".into(), help: String::new() }),
+        CaCommand::List => Err(CliError::Input {
+            message: "not yet".into(),
+            help: String::new(),
+        }),
     }
 }

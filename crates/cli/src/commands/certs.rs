@@ -4,6 +4,7 @@
 //! Exit status: 0 when every certificate has at least `--warn-days` days left, 1 when one has
 //! fewer, is expired or unreadable, or a host could not be checked.
 
+mod renew;
 pub(crate) mod scan;
 
 use std::{process::ExitCode, time::Duration};
@@ -93,7 +94,10 @@ impl Summary {
 }
 
 pub fn run(g: &Global, c: &CertsCommand) -> Result<ExitCode, CliError> {
-    let CertsCommand::Check { warn_days } = c;
+    let warn_days = match c {
+        CertsCommand::Check { warn_days } => warn_days,
+        CertsCommand::Renew { all, names } => return renew::run(g, *all, names),
+    };
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
     let view = StateView::new(&g.state_dir, &spec.name);

@@ -9,6 +9,7 @@
 
 mod change;
 mod maintain;
+mod restore;
 mod show;
 
 use std::{
@@ -45,11 +46,12 @@ pub fn run(g: &Global, c: &EtcdCommand) -> Result<ExitCode, CliError> {
         EtcdCommand::Remove { member, force } => change::remove(g, spec, member, *force),
         EtcdCommand::Promote { member } => change::promote(g, spec, member),
         EtcdCommand::Forget { member, yes } => change::forget(g, spec, member.as_deref(), *yes),
-        EtcdCommand::Snapshot(SnapshotCommand::Save { file }) => maintain::snapshot_save(g, spec, file),
-        EtcdCommand::Snapshot(SnapshotCommand::Restore { file, .. }) => Err(Failure::Failed {
-            message: format!("`kubeha etcd snapshot restore` is not implemented yet; {} was not touched", file.display()),
-            help: "restore by hand for now: `etcdutl snapshot restore` (etcdctl on 3.4) on every member with the cluster's --initial-cluster, into an empty data dir, with etcd stopped everywhere".into(),
-        }),
+        EtcdCommand::Snapshot(SnapshotCommand::Save { file }) => {
+            maintain::snapshot_save(g, spec, file)
+        }
+        EtcdCommand::Snapshot(SnapshotCommand::Restore { file, yes }) => {
+            restore::restore(g, spec, file, *yes)
+        }
         EtcdCommand::Defrag => maintain::defrag(g, spec),
     };
     finish(r)
@@ -70,7 +72,7 @@ pub(crate) enum Failure {
         doing: String,
         help: String,
         #[source]
-        source: EtcdError,
+        source: Box<EtcdError>,
     },
     /// The client certificate is not in the state dir.
     #[error("cannot read the etcd client certificate for {node} from the state dir {dir}")]
@@ -78,7 +80,7 @@ pub(crate) enum Failure {
         node: String,
         dir: PathBuf,
         #[source]
-        source: kubeha_pki::PkiError,
+        source: Box<kubeha_pki::PkiError>,
     },
     /// A local file could not be read or written.
     #[error("cannot {action} {path}")]
@@ -99,32 +101,57 @@ impl Failure {
             } else {
                 String::new()
             };
-            Failure::Etcd { doing, help, source }
+            Failure::Etcd {
+                doing,
+                help,
+                source: Box::new(source),
+            }
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Failure {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Failure {
         let path = path.into();
-        move |source| Failure::Io { action, path, source }
+        move |source| Failure::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
 /// Refusals become [`CliError::Input`] (exit 2); failures are shown here and exit 1.
 fn finish(r: Result<ExitCode, Failure>) -> Result<ExitCode, CliError> {
-    let e = match r {
+    let (text, help) = match r {
         Ok(code) => return Ok(code),
-        Err(e) => e,
-    };
-    let help = match &e {
-        Failure::Refused { message, help } => return Err(CliError::Input { message: message.clone(), help: help.clone() }),
-        Failure::Io { .. } => {
-            let Failure::Io { action, path, source } = e else { unreachable!() };
-            return Err(CliError::Io { action, path, source });
+        Err(Failure::Refused { message, help }) => return Err(CliError::Input { message, help }),
+        Err(Failure::Io {
+            action,
+            path,
+            source,
+        }) => {
+            return Err(CliError::Io {
+                action,
+                path,
+                source,
+            });
         }
-        Failure::Failed { help, .. } | Failure::Etcd { help, .. } => help.clone(),
-        Failure::State { .. } => "run `kubeha up` or `kubeha render` with this cluster file and --state-dir first".into(),
+        Err(e @ Failure::State { .. }) => (
+            error_chain(&e),
+            "run `kubeha up` or `kubeha render` with this cluster file and --state-dir first"
+                .to_string(),
+        ),
+        Err(Failure::Failed { message, help }) => (message, help),
+        Err(e @ Failure::Etcd { .. }) => {
+            let help = match &e {
+                Failure::Etcd { help, .. } => help.clone(),
+                _ => String::new(),
+            };
+            (error_chain(&e), help)
+        }
     };
-    let text = error_chain(&e);
     if help.is_empty() {
         eprintln!("{:?}", miette::miette!("{text}"));
     } else {
@@ -135,15 +162,32 @@ fn finish(r: Result<ExitCode, Failure>) -> Result<ExitCode, CliError> {
 
 /// An etcd client for the cluster file's members, authenticating with the state dir's etcd
 /// CA and the healthcheck-client pair of the first member (as `kubeha status` does).
-pub(crate) fn client_from_state(spec: &Spec, view: &StateView, timeout: Duration) -> Result<Client, Failure> {
+pub(crate) fn client_from_state(
+    spec: &Spec,
+    view: &StateView,
+    timeout: Duration,
+) -> Result<Client, Failure> {
     let members = spec.etcd_members();
     let Some(first) = members.first() else {
-        return Err(Failure::Refused { message: "the cluster file has no etcd members".into(), help: "give nodes the etcd role (or control-plane in the stacked topology)".into() });
+        return Err(Failure::Refused {
+            message: "the cluster file has no etcd members".into(),
+            help: "give nodes the etcd role (or control-plane in the stacked topology)".into(),
+        });
     };
-    let state = |source| Failure::State { node: first.name.clone(), dir: view.dir().to_path_buf(), source };
+    let state = |source| Failure::State {
+        node: first.name.clone(),
+        dir: view.dir().to_path_buf(),
+        source: Box::new(source),
+    };
     let ca_pem = view.ca_cert(CaId::Etcd).map_err(state)?;
-    let pair = view.leaf(&LeafId::new(&first.name, LeafKind::EtcdHealthcheckClient)).map_err(state)?;
-    let tls = TlsMaterial { ca_pem, cert_pem: pair.cert_pem, key_pem: pair.key_pem };
+    let pair = view
+        .leaf(&LeafId::new(&first.name, LeafKind::EtcdHealthcheckClient))
+        .map_err(state)?;
+    let tls = TlsMaterial {
+        ca_pem,
+        cert_pem: pair.cert_pem,
+        key_pem: pair.key_pem,
+    };
     let endpoints = members.iter().map(|n| Spec::etcd_client_url(n)).collect();
     Client::new(endpoints, &tls, timeout).map_err(Failure::etcd("set up TLS for etcd"))
 }
@@ -166,7 +210,11 @@ impl Observed {
 
     /// `etcd-b (8e9e05c52164694d)`.
     pub fn describe(&self) -> String {
-        if self.member.name.is_empty() { format!("member {} (never started)", self.member.id) } else { format!("{} ({})", self.member.name, self.member.id) }
+        if self.member.name.is_empty() {
+            format!("member {} (never started)", self.member.id)
+        } else {
+            format!("{} ({})", self.member.name, self.member.id)
+        }
     }
 
     pub fn is_ghost(&self) -> bool {
@@ -187,8 +235,14 @@ impl Census {
     /// once; at most one timeout long when members are down. Returns the client with its
     /// endpoints reordered: the leader first, then healthy voters, then the rest.
     pub fn take(client: Client, spec: &Spec) -> Result<(Client, Census), Failure> {
-        let list = client.member_list().map_err(Failure::etcd("list etcd members (no member answered)"))?;
-        let cluster_peers: Vec<String> = spec.etcd_members().iter().map(|n| Spec::etcd_peer_url(n)).collect();
+        let list = client
+            .member_list()
+            .map_err(Failure::etcd("list etcd members (no member answered)"))?;
+        let cluster_peers: Vec<String> = spec
+            .etcd_members()
+            .iter()
+            .map(|n| Spec::etcd_peer_url(n))
+            .collect();
         let observed: Vec<(Member, Health, Option<Status>)> = std::thread::scope(|s| {
             let handles: Vec<_> = list
                 .into_iter()
@@ -210,8 +264,15 @@ impl Census {
                 *votes.entry(s.leader_id.as_str()).or_default() += 1;
             }
         }
-        let leader = votes.iter().max_by_key(|(_, n)| **n).map(|(l, _)| l.to_string());
-        let leader_index = observed.iter().find(|(m, _, _)| Some(&m.id) == leader.as_ref()).and_then(|(_, _, s)| s.as_ref()).map(|s| s.raft_index);
+        let leader = votes
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(l, _)| l.to_string());
+        let leader_index = observed
+            .iter()
+            .find(|(m, _, _)| Some(&m.id) == leader.as_ref())
+            .and_then(|(_, _, s)| s.as_ref())
+            .map(|s| s.raft_index);
         let mut members: Vec<Observed> = observed
             .into_iter()
             .map(|(member, health, status)| Observed {
@@ -223,8 +284,26 @@ impl Census {
             })
             .collect();
         // Cluster-file order first, then the rest by name; as `kubeha status` lists nodes.
-        let position = |o: &Observed| cluster_peers.iter().position(|p| o.member.peer_urls.iter().any(|u| u == p)).unwrap_or(usize::MAX);
-        members.sort_by(|a, b| (position(a), a.member.name.is_empty(), &a.member.name, &a.member.id).cmp(&(position(b), b.member.name.is_empty(), &b.member.name, &b.member.id)));
+        let position = |o: &Observed| {
+            cluster_peers
+                .iter()
+                .position(|p| o.member.peer_urls.iter().any(|u| u == p))
+                .unwrap_or(usize::MAX)
+        };
+        members.sort_by(|a, b| {
+            (
+                position(a),
+                a.member.name.is_empty(),
+                &a.member.name,
+                &a.member.id,
+            )
+                .cmp(&(
+                    position(b),
+                    b.member.name.is_empty(),
+                    &b.member.name,
+                    &b.member.id,
+                ))
+        });
         let alarms = client.alarms().map_err(|e| error_chain(&e));
         // Later calls go to the leader first, then healthy members, then the rest.
         let mut endpoints: Vec<String> = Vec::new();
@@ -233,16 +312,33 @@ impl Census {
                 endpoints.push(e.to_string());
             }
         };
-        for o in members.iter().filter(|o| Some(&o.member.id) == leader.as_ref() && o.health.healthy) {
+        for o in members
+            .iter()
+            .filter(|o| Some(&o.member.id) == leader.as_ref() && o.health.healthy)
+        {
             push(&o.endpoint);
         }
-        for o in members.iter().filter(|o| o.health.healthy && !o.member.is_learner) {
+        for o in members
+            .iter()
+            .filter(|o| o.health.healthy && !o.member.is_learner)
+        {
             push(&o.endpoint);
         }
-        for e in client.endpoints().iter().chain(members.iter().map(|o| &o.endpoint)) {
+        for e in client
+            .endpoints()
+            .iter()
+            .chain(members.iter().map(|o| &o.endpoint))
+        {
             push(e);
         }
-        Ok((client.with_endpoints(endpoints), Census { members, leader, alarms }))
+        Ok((
+            client.with_endpoints(endpoints),
+            Census {
+                members,
+                leader,
+                alarms,
+            },
+        ))
     }
 
     pub fn list(&self) -> Vec<Member> {
@@ -250,7 +346,11 @@ impl Census {
     }
 
     pub fn healthy_ids(&self) -> BTreeSet<String> {
-        self.members.iter().filter(|o| o.health.healthy).map(|o| o.member.id.clone()).collect()
+        self.members
+            .iter()
+            .filter(|o| o.health.healthy)
+            .map(|o| o.member.id.clone())
+            .collect()
     }
 
     pub fn voters(&self) -> usize {
@@ -258,7 +358,10 @@ impl Census {
     }
 
     pub fn healthy_voters(&self) -> usize {
-        self.members.iter().filter(|o| !o.member.is_learner && o.health.healthy).count()
+        self.members
+            .iter()
+            .filter(|o| !o.member.is_learner && o.health.healthy)
+            .count()
     }
 
     pub fn has_quorum(&self) -> bool {
@@ -268,7 +371,11 @@ impl Census {
     /// The member a user named: by member name, hex ID, or the cluster-file node whose peer
     /// URL it has (which also finds a member that never started and so has no name).
     pub fn resolve(&self, spec: &Spec, arg: &str) -> Result<&Observed, Failure> {
-        let by_name: Vec<&Observed> = self.members.iter().filter(|o| o.member.name == arg).collect();
+        let by_name: Vec<&Observed> = self
+            .members
+            .iter()
+            .filter(|o| o.member.name == arg)
+            .collect();
         if let [one] = by_name[..] {
             return Ok(one);
         }
@@ -278,13 +385,31 @@ impl Census {
         }
         if let Some(node) = spec.node(arg) {
             let url = Spec::etcd_peer_url(node);
-            if let Some(o) = self.members.iter().find(|o| o.member.peer_urls.iter().any(|u| u == &url)) {
+            if let Some(o) = self
+                .members
+                .iter()
+                .find(|o| o.member.peer_urls.iter().any(|u| u == &url))
+            {
                 return Ok(o);
             }
         }
-        let known: Vec<String> = self.members.iter().map(|o| if o.member.name.is_empty() { o.member.id.clone() } else { format!("{} ({})", o.member.name, o.member.id) }).collect();
+        let known: Vec<String> = self
+            .members
+            .iter()
+            .map(|o| {
+                if o.member.name.is_empty() {
+                    o.member.id.clone()
+                } else {
+                    format!("{} ({})", o.member.name, o.member.id)
+                }
+            })
+            .collect();
         Err(Failure::Refused {
-            message: if by_name.len() > 1 { format!("{} members are named {arg:?}", by_name.len()) } else { format!("no etcd member is named {arg:?} or has that ID") },
+            message: if by_name.len() > 1 {
+                format!("{} members are named {arg:?}", by_name.len())
+            } else {
+                format!("no etcd member is named {arg:?} or has that ID")
+            },
             help: format!("members: {}; name one by its hex ID", known.join(", ")),
         })
     }
@@ -300,14 +425,21 @@ pub(crate) fn survey(g: &Global, spec: &Spec) -> Result<(Client, Census), Failur
 /// Runs a membership change. When `retry`, repeats it for up to [`RECONFIG_RETRY`] while
 /// etcd answers "unhealthy cluster": with quorum intact per our own guard, that is etcd's
 /// rule that every member be connected for 5 s, which passes by itself.
-pub(crate) fn reconfigure<T>(doing: &str, retry: bool, mut f: impl FnMut() -> Result<T, EtcdError>) -> Result<T, Failure> {
+pub(crate) fn reconfigure<T>(
+    doing: &str,
+    retry: bool,
+    mut f: impl FnMut() -> Result<T, EtcdError>,
+) -> Result<T, Failure> {
     let start = Instant::now();
     let mut said = false;
     loop {
         match f() {
             Err(e) if retry && e.is_unhealthy_cluster() && start.elapsed() < RECONFIG_RETRY => {
                 if !said {
-                    eprintln!("etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying for up to {}s…", RECONFIG_RETRY.as_secs());
+                    eprintln!(
+                        "etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying for up to {}s…",
+                        RECONFIG_RETRY.as_secs()
+                    );
                     said = true;
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -340,6 +472,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -358,12 +491,21 @@ mod tests {
             id: id.into(),
             name: name.into(),
             peer_urls: vec![format!("https://198.18.0.{ip}:2380")],
-            client_urls: if name.is_empty() { vec![] } else { vec![format!("https://198.18.0.{ip}:2379")] },
+            client_urls: if name.is_empty() {
+                vec![]
+            } else {
+                vec![format!("https://198.18.0.{ip}:2379")]
+            },
             is_learner: learner,
         };
         Observed {
             endpoint: member.client_urls.first().cloned().unwrap_or_default(),
-            health: Health { endpoint: String::new(), healthy, took: Duration::from_millis(2), error: None },
+            health: Health {
+                endpoint: String::new(),
+                healthy,
+                took: Duration::from_millis(2),
+                error: None,
+            },
             status: None,
             flags: vec![],
             member,
@@ -379,24 +521,47 @@ mod tests {
     }
 
     pub(super) fn census(members: Vec<Observed>) -> Census {
-        Census { members, leader: Some("a1".into()), alarms: Ok(vec![]) }
+        Census {
+            members,
+            leader: Some("a1".into()),
+            alarms: Ok(vec![]),
+        }
     }
 
     #[test]
     fn members_are_found_by_name_id_or_node() {
         let spec = test_spec();
-        let s = census(vec![observed("a1", "etcd-1", 11, false, true), observed("b2", "etcd-2", 12, false, true), observed("d4", "", 14, true, false)]);
-        assert_eq!(s.resolve(&spec, "etcd-2").map(|o| o.member.id.clone()).ok(), Some("b2".into()));
-        assert_eq!(s.resolve(&spec, "0xA1").map(|o| o.member.id.clone()).ok(), Some("a1".into()));
+        let s = census(vec![
+            observed("a1", "etcd-1", 11, false, true),
+            observed("b2", "etcd-2", 12, false, true),
+            observed("d4", "", 14, true, false),
+        ]);
+        assert_eq!(
+            s.resolve(&spec, "etcd-2").map(|o| o.member.id.clone()).ok(),
+            Some("b2".into())
+        );
+        assert_eq!(
+            s.resolve(&spec, "0xA1").map(|o| o.member.id.clone()).ok(),
+            Some("a1".into())
+        );
         // The never-started learner has no name; its node name finds it by peer URL.
-        assert_eq!(s.resolve(&spec, "etcd-4").map(|o| o.member.id.clone()).ok(), Some("d4".into()));
+        assert_eq!(
+            s.resolve(&spec, "etcd-4").map(|o| o.member.id.clone()).ok(),
+            Some("d4".into())
+        );
         match s.resolve(&spec, "etcd-9") {
             Err(Failure::Refused { message, help }) => {
                 assert!(message.contains("etcd-9"), "{message}");
-                assert!(help.contains("etcd-1 (a1)") && help.contains("d4"), "{help}");
+                assert!(
+                    help.contains("etcd-1 (a1)") && help.contains("d4"),
+                    "{help}"
+                );
             }
             _ => panic!("etcd-9 should not resolve"),
         }
-        assert_eq!((s.voters(), s.healthy_voters(), s.has_quorum()), (2, 2, true));
+        assert_eq!(
+            (s.voters(), s.healthy_voters(), s.has_quorum()),
+            (2, 2, true)
+        );
     }
 }

@@ -35,8 +35,13 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode, CliError> {
         }
         Err(e) => return Err(CliError::io("create", path)(e)),
     };
-    f.write_all(text.as_bytes()).map_err(CliError::io("write", path))?;
-    eprintln!("wrote {}: edit the addresses, then run `kubeha validate -f {}`", path.display(), path.display());
+    f.write_all(text.as_bytes())
+        .map_err(CliError::io("write", path))?;
+    eprintln!(
+        "wrote {}: edit the addresses, then run `kubeha validate -f {}`",
+        path.display(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -47,8 +52,13 @@ mod tests {
     /// The starter and both examples are valid cluster files without warnings.
     #[test]
     fn starter_and_examples_are_valid() {
-        for (name, text) in [("starter", super::STARTER), ("external", super::EXTERNAL), ("stacked", super::STACKED)] {
-            let l = kubeha_spec::load_str(text, Path::new(name)).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        for (name, text) in [
+            ("starter", super::STARTER),
+            ("external", super::EXTERNAL),
+            ("stacked", super::STACKED),
+        ] {
+            let l = kubeha_spec::load_str(text, Path::new(name))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert!(l.warnings.is_empty(), "{name}: {:?}", l.warnings);
         }
     }

@@ -7,10 +7,11 @@ mod etcd;
 mod init;
 mod kubeconfig;
 mod lab;
+mod node;
 mod render;
+mod service;
 mod status;
 mod up;
-mod service;
 mod validate;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Up(a) => up::run(g, &a, false),
         Command::Status => status::run(g),
         Command::Etcd(c) => etcd::run(g, &c),
+        Command::Node(c) => node::run(g, &c),
+        Command::Reset(a) => node::reset(g, &a),
         Command::Certs(c) => certs::run(g, &c),
         Command::Kubeconfig(a) => kubeconfig::run(g, &a),
         Command::Completions { shell } => {
@@ -70,11 +73,16 @@ pub fn passphrase(g: &Global) -> Result<Option<SecretString>, CliError> {
         }
         return Ok(Some(SecretString::from(line)));
     }
-    Ok(std::env::var("KUBEHA_CA_PASSPHRASE").ok().filter(|s| !s.is_empty()).map(SecretString::from))
+    Ok(std::env::var("KUBEHA_CA_PASSPHRASE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from))
 }
 
 /// Opens (and locks) the cluster's state dir.
 pub fn open_store(g: &Global, cluster: &str) -> Result<kubeha_pki::Store, CliError> {
-    let opts = kubeha_pki::StoreOptions { passphrase: passphrase(g)? };
+    let opts = kubeha_pki::StoreOptions {
+        passphrase: passphrase(g)?,
+    };
     Ok(kubeha_pki::open(&g.state_dir, cluster, opts)?)
 }

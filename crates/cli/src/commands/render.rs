@@ -31,7 +31,12 @@ pub fn run(g: &Global, a: &RenderArgs) -> Result<ExitCode, CliError> {
     let mut store = super::open_store(g, &spec.name)?;
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
     if issued.keys_generated > 0 {
-        eprintln!("pki: generated {} key(s), issued {} certificate(s), reused {}", issued.keys_generated, issued.issued.len(), issued.reused);
+        eprintln!(
+            "pki: generated {} key(s), issued {} certificate(s), reused {}",
+            issued.keys_generated,
+            issued.issued.len(),
+            issued.reused
+        );
     }
     let rendered = kubeha_render::render(spec, &materials)?;
     let (manifest, outcome) = tree::write(&a.out, &spec.name, &rendered)?;
@@ -54,9 +59,21 @@ fn human(r: &Report) -> String {
     for (node, h) in &r.manifest.hosts {
         let secrets = h.files.iter().filter(|f| f.sensitive).count();
         let bytes: usize = h.files.iter().map(|f| f.size).sum();
-        t.row([node.clone(), h.files.len().to_string(), secrets.to_string(), bytes.to_string(), h.services.join(",")]);
+        t.row([
+            node.clone(),
+            h.files.len().to_string(),
+            secrets.to_string(),
+            bytes.to_string(),
+            h.services.join(","),
+        ]);
     }
-    let total: usize = r.manifest.hosts.values().map(|h| h.files.len()).sum::<usize>() + r.manifest.operator.len();
+    let total: usize = r
+        .manifest
+        .hosts
+        .values()
+        .map(|h| h.files.len())
+        .sum::<usize>()
+        + r.manifest.operator.len();
     let verb = match r.outcome {
         Outcome::Unchanged => "unchanged",
         Outcome::Written => "written",

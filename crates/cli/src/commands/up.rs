@@ -3,10 +3,7 @@
 
 use std::{collections::BTreeMap, process::ExitCode, sync::Mutex, time::Instant};
 
-use kubeha_apply::{
-    Options, Progress, Report,
-    gate::GateResult,
-};
+use kubeha_apply::{Options, Progress, Report, gate::GateResult};
 use kubeha_plan::Phase;
 use kubeha_transport::{SshTransport, Transport};
 use serde::Serialize;
@@ -31,7 +28,12 @@ impl Lines {
     fn new(start: Instant, quiet: bool) -> Self {
         use std::io::IsTerminal;
         let bars = (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
-        Lines { start, quiet, bars, current: Mutex::new(None) }
+        Lines {
+            start,
+            quiet,
+            bars,
+            current: Mutex::new(None),
+        }
     }
 
     fn say(&self, text: &str) {
@@ -62,14 +64,22 @@ impl Progress for Lines {
         match &self.bars {
             Some(m) => {
                 let bar = m.add(indicatif::ProgressBar::new_spinner());
-                bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix:<14} {elapsed:>4} {wide_msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix:<14} {elapsed:>4} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
                 bar.set_prefix(phase.to_string());
                 bar.set_message(format!("{hosts} host(s) to change"));
                 bar.enable_steady_tick(std::time::Duration::from_millis(100));
-                if let Ok(mut cur) = self.current.lock() {
-                    if let Some(prev) = cur.replace(bar) {
-                        prev.finish_with_message("done");
-                    }
+                if let Some(prev) = self
+                    .current
+                    .lock()
+                    .ok()
+                    .and_then(|mut cur| cur.replace(bar))
+                {
+                    prev.finish_with_message("done");
                 }
             }
             None => self.say(&format!("── {phase}: {hosts} host(s) to change")),
@@ -83,17 +93,25 @@ impl Progress for Lines {
     }
     fn gate(&self, phase: Phase, result: &GateResult) {
         match self.current.lock().ok().and_then(|mut c| c.take()) {
-            Some(bar) if self.bars.is_some() => bar.finish_with_message(format!("gate {}", result.text())),
+            Some(bar) if self.bars.is_some() => {
+                bar.finish_with_message(format!("gate {}", result.text()))
+            }
             _ => self.say(&format!("   {phase} gate {}", result.text())),
         }
     }
 }
 
 /// Builds one SSH transport per node, keyed by node name.
-pub fn transports(spec: &kubeha_spec::Spec, state: &std::path::Path) -> Result<BTreeMap<String, Box<dyn Transport>>, CliError> {
+pub fn transports(
+    spec: &kubeha_spec::Spec,
+    state: &std::path::Path,
+) -> Result<BTreeMap<String, Box<dyn Transport>>, CliError> {
     let mut hosts: BTreeMap<String, Box<dyn Transport>> = BTreeMap::new();
     for n in &spec.nodes {
-        let t = SshTransport::new(n, state).map_err(|e| CliError::Input { message: e.to_string(), help: e.help().unwrap_or_default() })?;
+        let t = SshTransport::new(n, state).map_err(|e| CliError::Input {
+            message: e.to_string(),
+            help: e.help().unwrap_or_default(),
+        })?;
         hosts.insert(n.name.clone(), Box::new(t));
     }
     Ok(hosts)
@@ -101,7 +119,9 @@ pub fn transports(spec: &kubeha_spec::Spec, state: &std::path::Path) -> Result<B
 
 /// The kubeha binary, for hosts without systemd (lab hosts share this machine's files).
 pub fn supervisor_binary() -> Option<String> {
-    std::env::current_exe().ok().map(|p| p.display().to_string())
+    std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> {
@@ -111,16 +131,29 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     let state = g.state_dir.join(&spec.name);
     // `up` holds the state dir's lock for the whole run; `plan` changes nothing, not even the
     // state dir: it issues what is missing in a scratch copy.
-    let scratch = tempfile::tempdir().map_err(CliError::io("create temporary directory", std::env::temp_dir()))?;
+    let scratch = tempfile::tempdir().map_err(CliError::io(
+        "create temporary directory",
+        std::env::temp_dir(),
+    ))?;
     let mut store = if dry_run {
         copy_state(&state, &scratch.path().join(&spec.name))?;
-        kubeha_pki::open(scratch.path(), &spec.name, kubeha_pki::StoreOptions { passphrase: super::passphrase(g)? })?
+        kubeha_pki::open(
+            scratch.path(),
+            &spec.name,
+            kubeha_pki::StoreOptions {
+                passphrase: super::passphrase(g)?,
+            },
+        )?
     } else {
         super::open_store(g, &spec.name)?
     };
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
     if issued.keys_generated > 0 && !dry_run {
-        eprintln!("pki: generated {} key(s), issued {} certificate(s)", issued.keys_generated, issued.issued.len());
+        eprintln!(
+            "pki: generated {} key(s), issued {} certificate(s)",
+            issued.keys_generated,
+            issued.issued.len()
+        );
     }
     let rendered = kubeha_render::render(spec, &materials)?;
     let hosts = transports(spec, &state)?;
@@ -137,9 +170,18 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     drop(store);
     let report = match result {
         Ok(r) => r,
-        Err(kubeha_apply::ApplyError::Gate { phase, detail, report }) => {
+        Err(kubeha_apply::ApplyError::Gate {
+            phase,
+            detail,
+            report,
+        }) => {
             let _ = print(g, &report, dry_run, start);
-            return Err(kubeha_apply::ApplyError::Gate { phase, detail, report }.into());
+            return Err(kubeha_apply::ApplyError::Gate {
+                phase,
+                detail,
+                report,
+            }
+            .into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -157,8 +199,21 @@ struct Out<'a> {
 
 fn print(g: &Global, r: &Report, dry_run: bool, start: Instant) -> Result<(), CliError> {
     let total = start.elapsed().as_secs_f64();
-    let out = Out { changed: if dry_run { !r.plan.is_empty() } else { r.changed }, report: r };
-    emit(g.output, &out, || if dry_run { plan_text(r) } else { up_text(r, total) })
+    let out = Out {
+        changed: if dry_run {
+            !r.plan.is_empty()
+        } else {
+            r.changed
+        },
+        report: r,
+    };
+    emit(g.output, &out, || {
+        if dry_run {
+            plan_text(r)
+        } else {
+            up_text(r, total)
+        }
+    })
 }
 
 fn plan_text(r: &Report) -> String {
@@ -174,22 +229,54 @@ fn plan_text(r: &Report) -> String {
     let mut t = Table::new(["PHASE", "HOST", "CHANGE", "WHAT"]);
     for step in &r.plan.steps {
         for f in &step.files {
-            t.row([step.phase.to_string(), step.node.clone(), format!("{:?}", f.change).to_lowercase(), f.path.clone()]);
+            t.row([
+                step.phase.to_string(),
+                step.node.clone(),
+                format!("{:?}", f.change).to_lowercase(),
+                f.path.clone(),
+            ]);
         }
         for u in &step.restart {
-            t.row([step.phase.to_string(), step.node.clone(), "restart".into(), u.clone()]);
+            t.row([
+                step.phase.to_string(),
+                step.node.clone(),
+                "restart".into(),
+                u.clone(),
+            ]);
         }
         for u in &step.start {
-            t.row([step.phase.to_string(), step.node.clone(), "start".into(), u.clone()]);
+            t.row([
+                step.phase.to_string(),
+                step.node.clone(),
+                "start".into(),
+                u.clone(),
+            ]);
         }
     }
     s.push_str(&t.render());
-    s.push_str(&format!("\n{} file change(s) on {} host(s); run `kubeha up` to apply\n", r.plan.file_changes(), r.plan.steps.iter().map(|x| &x.node).collect::<std::collections::BTreeSet<_>>().len()));
+    s.push_str(&format!(
+        "\n{} file change(s) on {} host(s); run `kubeha up` to apply\n",
+        r.plan.file_changes(),
+        r.plan
+            .steps
+            .iter()
+            .map(|x| &x.node)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    ));
     s
 }
 
 fn up_text(r: &Report, total: f64) -> String {
-    let mut t = Table::new(["PHASE", "HOSTS", "FILES", "STARTED", "RESTARTED", "GATE", "TIME"]);
+    let mut t = Table::new([
+        "PHASE",
+        "HOSTS",
+        "FILES",
+        "STARTED",
+        "RESTARTED",
+        "GATE",
+        "TIME",
+    ]);
     for p in &r.phases {
         t.row([
             p.phase.to_string(),
@@ -206,7 +293,8 @@ fn up_text(r: &Report, total: f64) -> String {
         s.push_str(&format!("warning: {w}\n"));
     }
     // Notes say the same thing for many hosts: one line per message.
-    let mut grouped: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut grouped: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for n in r.phases.iter().flat_map(|p| p.notes.iter()) {
         if let Some((node, msg)) = n.split_once(": ") {
             grouped.entry(msg).or_default().push(node);
@@ -217,9 +305,14 @@ fn up_text(r: &Report, total: f64) -> String {
     }
     s.push_str(&not_installed_text(&r.not_installed));
     if r.changed {
-        s.push_str(&format!("converged in {total:.1}s (observing {:.2}s)\n", r.observe_seconds));
+        s.push_str(&format!(
+            "converged in {total:.1}s (observing {:.2}s)\n",
+            r.observe_seconds
+        ));
     } else {
-        s.push_str(&format!("no changes: the cluster already matches ({total:.2}s)\n"));
+        s.push_str(&format!(
+            "no changes: the cluster already matches ({total:.2}s)\n"
+        ));
     }
     s
 }
@@ -227,20 +320,30 @@ fn up_text(r: &Report, total: f64) -> String {
 /// Copies the PKI and secrets of a state dir (not its lock or SSH sockets).
 fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<(), CliError> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(to).map_err(CliError::io("create directory", to))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)
+        .map_err(CliError::io("create directory", to))?;
     if !from.exists() {
         return Ok(());
     }
     let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
     while let Some((src, dst)) = stack.pop() {
-        for e in std::fs::read_dir(&src).map_err(CliError::io("read", &src))?.flatten() {
+        for e in std::fs::read_dir(&src)
+            .map_err(CliError::io("read", &src))?
+            .flatten()
+        {
             let name = e.file_name();
             if name == "lock" || name == "ssh" {
                 continue;
             }
             let (s, d) = (e.path(), dst.join(&name));
             if s.is_dir() {
-                std::fs::DirBuilder::new().mode(0o700).create(&d).map_err(CliError::io("create directory", &d))?;
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(CliError::io("create directory", &d))?;
                 stack.push((s, d));
             } else if s.is_file() {
                 std::fs::copy(&s, &d).map_err(CliError::io("copy", &s))?;
@@ -252,11 +355,20 @@ fn copy_state(from: &std::path::Path, to: &std::path::Path) -> Result<(), CliErr
 
 /// `node/unit: program not installed` entries, one line per unit.
 fn not_installed_text(entries: &[String]) -> String {
-    let mut by_unit: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut by_unit: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for e in entries {
         if let Some((node, rest)) = e.split_once('/') {
             by_unit.entry(rest).or_default().push(node);
         }
     }
-    by_unit.into_iter().map(|(what, nodes)| format!("not verifiable: {what} on {}: not started\n", nodes.join(", "))).collect()
+    by_unit
+        .into_iter()
+        .map(|(what, nodes)| {
+            format!(
+                "not verifiable: {what} on {}: not started\n",
+                nodes.join(", ")
+            )
+        })
+        .collect()
 }

@@ -33,7 +33,9 @@ struct Capacity {
 pub fn run(g: &Global) -> Result<ExitCode, CliError> {
     let loaded = match super::load_spec(g) {
         Ok(l) => l,
-        Err(CliError::Spec(kubeha_spec::SpecError::Invalid { path, problems })) if g.output != crate::args::Format::Table => {
+        Err(CliError::Spec(kubeha_spec::SpecError::Invalid { path, problems }))
+            if g.output != crate::args::Format::Table =>
+        {
             // Scripts get the problems on stdout as data, and still exit 2.
             #[derive(Serialize)]
             struct Bad<'a> {
@@ -41,8 +43,19 @@ pub fn run(g: &Global) -> Result<ExitCode, CliError> {
                 file: String,
                 problems: &'a [Problem],
             }
-            emit(g.output, &Bad { valid: false, file: path.display().to_string(), problems: &problems }, String::new)?;
-            return Err(CliError::Spec(kubeha_spec::SpecError::Invalid { path, problems }));
+            emit(
+                g.output,
+                &Bad {
+                    valid: false,
+                    file: path.display().to_string(),
+                    problems: &problems,
+                },
+                String::new,
+            )?;
+            return Err(CliError::Spec(kubeha_spec::SpecError::Invalid {
+                path,
+                problems,
+            }));
         }
         Err(e) => return Err(e),
     };
@@ -70,11 +83,46 @@ fn human(s: &Summary<'_>) -> String {
     out.push_str(&kv_table(&[
         ("cluster", spec.name.clone()),
         ("kubernetes", spec.kubernetes_version.to_string()),
-        ("etcd", format!("{} ({:?}, {} members, tolerates {} failure(s))", spec.etcd_version, spec.topology, s.capacity.etcd_members, s.capacity.etcd_failures_tolerated).to_lowercase()),
+        (
+            "etcd",
+            format!(
+                "{} ({:?}, {} members, tolerates {} failure(s))",
+                spec.etcd_version,
+                spec.topology,
+                s.capacity.etcd_members,
+                s.capacity.etcd_failures_tolerated
+            )
+            .to_lowercase(),
+        ),
         ("endpoint", spec.endpoint.url()),
-        ("vip", spec.load_balancer.as_ref().map_or("-".into(), |l| format!("{} on {} (VRRP id {})", l.vip, l.interface, l.virtual_router_id))),
-        ("pods", format!("{} (/{} per node: up to {} nodes, {} used)", spec.networking.pod_cidr, spec.networking.node_cidr_mask_size, s.capacity.max_nodes_for_pod_cidr, s.capacity.kube_nodes)),
-        ("services", format!("{} (kubernetes {}, dns {})", spec.networking.service_cidr, spec.first_service_ip(), spec.dns_service_ip())),
+        (
+            "vip",
+            spec.load_balancer.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "{} on {} (VRRP id {})",
+                    l.vip, l.interface, l.virtual_router_id
+                )
+            }),
+        ),
+        (
+            "pods",
+            format!(
+                "{} (/{} per node: up to {} nodes, {} used)",
+                spec.networking.pod_cidr,
+                spec.networking.node_cidr_mask_size,
+                s.capacity.max_nodes_for_pod_cidr,
+                s.capacity.kube_nodes
+            ),
+        ),
+        (
+            "services",
+            format!(
+                "{} (kubernetes {}, dns {})",
+                spec.networking.service_cidr,
+                spec.first_service_ip(),
+                spec.dns_service_ip()
+            ),
+        ),
         ("cni", format!("{:?}", spec.cni.plugin).to_lowercase()),
         ("keys", spec.certificates.key_algorithm.as_str().to_string()),
     ]));
@@ -82,10 +130,18 @@ fn human(s: &Summary<'_>) -> String {
     let mut t = Table::new(["NODE", "ADDRESS", "ROLES", "SSH"]);
     for n in &spec.nodes {
         let mut roles: Vec<&str> = n.roles.iter().map(Role::as_str).collect();
-        if spec.topology == kubeha_spec::EtcdTopology::Stacked && n.has(Role::ControlPlane) && !n.has(Role::Etcd) {
+        if spec.topology == kubeha_spec::EtcdTopology::Stacked
+            && n.has(Role::ControlPlane)
+            && !n.has(Role::Etcd)
+        {
             roles.push("etcd");
         }
-        t.row([n.name.clone(), n.address.to_string(), roles.join(","), format!("{}@{}:{}", n.ssh.user, n.address, n.ssh.port)]);
+        t.row([
+            n.name.clone(),
+            n.address.to_string(),
+            roles.join(","),
+            format!("{}@{}:{}", n.ssh.user, n.address, n.ssh.port),
+        ]);
     }
     out.push_str(&t.render());
     out

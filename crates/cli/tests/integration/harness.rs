@@ -13,7 +13,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -39,7 +41,9 @@ impl Sandbox {
 
     /// Copies a shipped example into the sandbox, optionally switching to ECDSA for speed.
     pub fn example(&self, name: &str, ecdsa: bool) -> PathBuf {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
         let mut text = fs::read_to_string(src).expect("example");
         if ecdsa {
             text = text.replace("keyAlgorithm: rsa-2048", "keyAlgorithm: ecdsa-p256");
@@ -64,7 +68,11 @@ pub fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
                 if p.file_name().is_some_and(|n| n == "lock") {
                     continue;
                 }
-                out.push((p.clone(), fs::read(&p).expect("read"), md.permissions().mode() & 0o7777));
+                out.push((
+                    p.clone(),
+                    fs::read(&p).expect("read"),
+                    md.permissions().mode() & 0o7777,
+                ));
             }
         }
     }

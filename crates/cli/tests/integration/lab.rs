@@ -16,15 +16,25 @@ use crate::harness::Sandbox;
 fn lab_spec(name: &str, net: u8, cps: usize, workers: usize) -> String {
     let mut nodes = String::new();
     for i in 1..=3 {
-        nodes.push_str(&format!("  - {{ name: etcd-{i}, address: 198.18.{net}.1{i}, roles: [etcd] }}\n"));
+        nodes.push_str(&format!(
+            "  - {{ name: etcd-{i}, address: 198.18.{net}.1{i}, roles: [etcd] }}\n"
+        ));
     }
-    nodes.push_str(&format!("  - {{ name: lb-1, address: 198.18.{net}.101, roles: [lb], lbPriority: 101 }}\n"));
-    nodes.push_str(&format!("  - {{ name: lb-2, address: 198.18.{net}.102, roles: [lb], lbPriority: 100 }}\n"));
+    nodes.push_str(&format!(
+        "  - {{ name: lb-1, address: 198.18.{net}.101, roles: [lb], lbPriority: 101 }}\n"
+    ));
+    nodes.push_str(&format!(
+        "  - {{ name: lb-2, address: 198.18.{net}.102, roles: [lb], lbPriority: 100 }}\n"
+    ));
     for i in 1..=cps {
-        nodes.push_str(&format!("  - {{ name: cp-{i}, address: 198.18.{net}.2{i}, roles: [control-plane] }}\n"));
+        nodes.push_str(&format!(
+            "  - {{ name: cp-{i}, address: 198.18.{net}.2{i}, roles: [control-plane] }}\n"
+        ));
     }
     for i in 1..=workers {
-        nodes.push_str(&format!("  - {{ name: wn-{i}, address: 198.18.{net}.3{i}, roles: [worker] }}\n"));
+        nodes.push_str(&format!(
+            "  - {{ name: wn-{i}, address: 198.18.{net}.3{i}, roles: [worker] }}\n"
+        ));
     }
     format!(
         "name: {name}
@@ -58,13 +68,20 @@ impl Lab {
         let _ = sb.kubeha().args(["lab", "down"]).arg(&file).output();
         let lab = Lab { sb, file, spec };
         let out = lab.kubeha(&["lab", "up"]);
-        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         lab
     }
 
     fn kubeha(&self, args: &[&str]) -> Output {
         let mut c = self.sb.kubeha();
-        c.arg("-f").arg(&self.file).args(args).timeout(Duration::from_secs(240));
+        c.arg("-f")
+            .arg(&self.file)
+            .args(args)
+            .timeout(Duration::from_secs(240));
         c.output().expect("run kubeha")
     }
 
@@ -72,7 +89,13 @@ impl Lab {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         let out = self.kubeha(&a);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{args:?}: not JSON: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{args:?}: not JSON: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (out.status.success(), v)
     }
 
@@ -92,7 +115,11 @@ impl Lab {
     }
 
     fn pki(&self) -> PathBuf {
-        self.sb.path().join(".kubeha").join(&self.spec.name).join("pki")
+        self.sb
+            .path()
+            .join(".kubeha")
+            .join(&self.spec.name)
+            .join("pki")
     }
 
     fn status(&self) -> serde_json::Value {
@@ -102,7 +129,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.sb.kubeha().args(["lab", "down"]).arg(&self.file).output();
+        let _ = self
+            .sb
+            .kubeha()
+            .args(["lab", "down"])
+            .arg(&self.file)
+            .output();
     }
 }
 
@@ -112,8 +144,16 @@ fn etcdctl(pki: &Path, endpoints: &str, args: &[&str]) -> Output {
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", pki.join("nodes/etcd-1/etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", pki.join("nodes/etcd-1/etcd/healthcheck-client.key").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("nodes/etcd-1/etcd/healthcheck-client.crt")
+                .display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("nodes/etcd-1/etcd/healthcheck-client.key")
+                .display()
+        ))
         .arg("--command-timeout=5s")
         .args(args)
         .output()
@@ -139,25 +179,54 @@ fn lab_up_converges_status_is_healthy_and_a_rerun_changes_nothing() {
     let st = lab.status();
     assert_eq!(st["etcd"]["healthy"], 3, "{st:#}");
     assert_eq!(st["etcd"]["quorum"], true);
-    assert_eq!(st["vip"]["holders"].as_array().map(Vec::len), Some(1), "{st:#}");
-    assert_eq!(st["vip"]["holders"][0], "lb-1", "the higher priority LB holds the VIP");
-    assert!(st["nodes"].as_array().expect("nodes").iter().all(|n| n["reachable"] == true));
-    assert_eq!(st["etcd"]["members"].as_array().expect("members").iter().filter(|m| m["isLeader"] == true).count(), 1);
+    assert_eq!(
+        st["vip"]["holders"].as_array().map(Vec::len),
+        Some(1),
+        "{st:#}"
+    );
+    assert_eq!(
+        st["vip"]["holders"][0], "lb-1",
+        "the higher priority LB holds the VIP"
+    );
+    assert!(
+        st["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n["reachable"] == true)
+    );
+    assert_eq!(
+        st["etcd"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter(|m| m["isLeader"] == true)
+            .count(),
+        1
+    );
     // Debian's own etcdctl agrees, with the certificates kubeha issued.
     let eps = "https://198.18.10.11:2379,https://198.18.10.12:2379,https://198.18.10.13:2379";
     let out = etcdctl(&lab.pki(), eps, &["endpoint", "health"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("is healthy").count(), 3, "{text}");
     // The control planes reach etcd through their local proxy (the gate checked it too).
     let proxy = lab.sh("cp-1", "curl -sS --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/apiserver-etcd-client.crt --key /etc/kubernetes/pki/apiserver-etcd-client.key https://127.0.0.1:2379/health");
-    assert!(String::from_utf8_lossy(&proxy.stdout).contains("\"health\":\"true\""), "{proxy:?}");
+    assert!(
+        String::from_utf8_lossy(&proxy.stdout).contains("\"health\":\"true\""),
+        "{proxy:?}"
+    );
     // Nothing changed: nothing to do, and `plan` agrees.
     let again = lab.up_ok();
     assert_eq!(again["changed"], false, "{again:#}");
     let (ok, plan) = lab.json(&["plan"]);
     assert!(ok);
-    assert_eq!(plan["plan"]["steps"].as_array().map(Vec::len), Some(0), "{plan:#}");
+    assert_eq!(
+        plan["plan"]["steps"].as_array().map(Vec::len),
+        Some(0),
+        "{plan:#}"
+    );
 }
 
 #[test]
@@ -165,23 +234,40 @@ fn vip_moves_when_haproxy_dies_and_etcd_still_answers_through_it() {
     let lab = Lab::up("e2e-vip", 11, 1, 0);
     lab.up_ok();
     let st = lab.status();
-    let holder = st["vip"]["holders"][0].as_str().expect("holder").to_string();
+    let holder = st["vip"]["holders"][0]
+        .as_str()
+        .expect("holder")
+        .to_string();
     let other = if holder == "lb-1" { "lb-2" } else { "lb-1" };
     let kill = lab.sh(&holder, "kill -9 $(cat /run/kubeha/haproxy.service.pid)");
     assert!(kill.status.success(), "{kill:?}");
     let took = wait_until(Duration::from_secs(10), || {
-        let holds = |n: &str| String::from_utf8_lossy(&lab.sh(n, "ip -o addr show dev eth0").stdout).contains("198.18.11.100/");
+        let holds = |n: &str| {
+            String::from_utf8_lossy(&lab.sh(n, "ip -o addr show dev eth0").stdout)
+                .contains("198.18.11.100/")
+        };
         holds(other) && !holds(&holder)
     });
     let took = took.expect("the VIP moved to the other LB");
     eprintln!("VIP moved from {holder} to {other} in {took:.1?}");
     assert!(took <= Duration::from_secs(5), "VIP took {took:?}");
-    let out = etcdctl(&lab.pki(), "https://198.18.11.100:2379", &["endpoint", "health"]);
-    assert!(out.status.success(), "etcd through the VIP: {}", String::from_utf8_lossy(&out.stderr));
+    let out = etcdctl(
+        &lab.pki(),
+        "https://198.18.11.100:2379",
+        &["endpoint", "health"],
+    );
+    assert!(
+        out.status.success(),
+        "etcd through the VIP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `up` puts HAProxy back.
     let r = lab.up_ok();
     assert_eq!(r["changed"], true);
-    let restarted = lab.sh(&holder, "test -d /proc/$(cat /run/kubeha/haproxy.service.pid)");
+    let restarted = lab.sh(
+        &holder,
+        "test -d /proc/$(cat /run/kubeha/haproxy.service.pid)",
+    );
     assert!(restarted.status.success());
 }
 
@@ -202,8 +288,18 @@ fn a_stopped_member_shows_as_unhealthy_with_quorum_and_up_restores_it() {
     assert_eq!(st["etcd"]["quorum"], true);
     assert_eq!(st["healthy"], false);
     let r = lab.up_ok();
-    let started: Vec<String> = r["phases"].as_array().expect("phases").iter().flat_map(|p| p["started"].as_array().cloned().unwrap_or_default()).filter_map(|s| s.as_str().map(String::from)).collect();
-    assert_eq!(started, vec!["etcd-2/etcd.service".to_string()], "only the stopped member is started: {r:#}");
+    let started: Vec<String> = r["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .flat_map(|p| p["started"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        started,
+        vec!["etcd-2/etcd.service".to_string()],
+        "only the stopped member is started: {r:#}"
+    );
     let st = lab.status();
     assert_eq!(st["etcd"]["healthy"], 3, "{st:#}");
 }
@@ -212,7 +308,11 @@ fn a_stopped_member_shows_as_unhealthy_with_quorum_and_up_restores_it() {
 fn an_interrupted_up_is_finished_by_the_next() {
     let lab = Lab::up("e2e-kill", 13, 1, 0);
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("kubeha"));
-    c.current_dir(lab.sb.path()).arg("-f").arg(&lab.file).arg("up").stderr(std::process::Stdio::piped());
+    c.current_dir(lab.sb.path())
+        .arg("-f")
+        .arg(&lab.file)
+        .arg("up")
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().expect("spawn up");
     // Kill it once etcd is being brought up.
     let mut stderr = child.stderr.take().expect("stderr");
@@ -247,28 +347,71 @@ fn a_changed_host_key_is_refused_and_an_unreachable_host_is_named() {
     let lab = Lab::up("e2e-keys", 14, 1, 0);
     lab.up_ok();
     // A host whose key differs from the one pinned on first contact.
-    let kh = lab.sb.path().join(".kubeha").join(&lab.spec.name).join("known_hosts");
+    let kh = lab
+        .sb
+        .path()
+        .join(".kubeha")
+        .join(&lab.spec.name)
+        .join("known_hosts");
     let text = std::fs::read_to_string(&kh).expect("known_hosts");
-    let other_key = text.lines().find(|l| l.starts_with("etcd-2 ")).and_then(|l| l.split_once(' ')).map(|(_, k)| k.to_string()).expect("etcd-2 key");
-    let forged: String = text.lines().map(|l| if l.starts_with("lb-2 ") { format!("lb-2 {other_key}\n") } else { format!("{l}\n") }).collect();
+    let other_key = text
+        .lines()
+        .find(|l| l.starts_with("etcd-2 "))
+        .and_then(|l| l.split_once(' '))
+        .map(|(_, k)| k.to_string())
+        .expect("etcd-2 key");
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("lb-2 ") {
+                format!("lb-2 {other_key}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
     std::fs::write(&kh, forged).expect("write");
-    let _ = Command::new("sh").arg("-c").arg(format!("rm -f {}/ssh/* 2>/dev/null", kh.parent().expect("dir").display())).status();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rm -f {}/ssh/* 2>/dev/null",
+            kh.parent().expect("dir").display()
+        ))
+        .status();
     let out = lab.kubeha(&["up"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lb-2") && err.to_lowercase().contains("host key"), "{err}");
+    assert!(
+        err.contains("lb-2") && err.to_lowercase().contains("host key"),
+        "{err}"
+    );
     std::fs::write(&kh, text).expect("restore");
 
     // An unreachable host: named, and nothing changes anywhere.
     let down = lab.sh("cp-1", "ip link set eth0 down");
     assert!(down.status.success());
-    let _ = Command::new("sh").arg("-c").arg(format!("rm -f {}/ssh/* 2>/dev/null", kh.parent().expect("dir").display())).status();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rm -f {}/ssh/* 2>/dev/null",
+            kh.parent().expect("dir").display()
+        ))
+        .status();
     let before = lab.sh("etcd-1", "sha256sum /etc/etcd/etcd.env");
     let out = lab.kubeha(&["up"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cp-1") && err.contains("nothing was changed"), "{err}");
-    assert_eq!(lab.sh("etcd-1", "sha256sum /etc/etcd/etcd.env").stdout, before.stdout);
+    assert!(
+        err.contains("cp-1") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.sh("etcd-1", "sha256sum /etc/etcd/etcd.env").stdout,
+        before.stdout
+    );
     let st = lab.status();
-    assert_eq!(st["etcd"]["healthy"], 3, "the rest of the cluster is unharmed: {st:#}");
+    assert_eq!(
+        st["etcd"]["healthy"], 3,
+        "the rest of the cluster is unharmed: {st:#}"
+    );
 }

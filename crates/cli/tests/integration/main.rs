@@ -7,5 +7,7 @@ mod certs;
 mod cli;
 mod kubeconfig;
 mod lab;
+mod node;
 mod render;
+mod restore;
 mod validate;

@@ -19,7 +19,11 @@ fn valid_example_summarises_the_cluster() {
 fn json_output_is_data() {
     let sb = Sandbox::new();
     sb.example("stacked.yaml", false);
-    let out = sb.kubeha().args(["validate", "-f", "stacked.yaml", "-o", "json"]).output().expect("run");
+    let out = sb
+        .kubeha()
+        .args(["validate", "-f", "stacked.yaml", "-o", "json"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["valid"], true);
@@ -31,7 +35,10 @@ fn json_output_is_data() {
 fn invalid_file_exits_2_and_points_at_the_line() {
     let sb = Sandbox::new();
     let text = std::fs::read_to_string(sb.example("external-etcd.yaml", false)).expect("read");
-    sb.write("bad.yaml", &text.replace("serviceCidr: 10.96.0.0/16", "serviceCidr: 10.244.0.0/20"));
+    sb.write(
+        "bad.yaml",
+        &text.replace("serviceCidr: 10.96.0.0/16", "serviceCidr: 10.244.0.0/20"),
+    );
     sb.kubeha()
         .args(["validate", "-f", "bad.yaml"])
         .assert()
@@ -40,7 +47,11 @@ fn invalid_file_exits_2_and_points_at_the_line() {
         .stderr(predicate::str::contains("overlaps pod CIDR"))
         .stderr(predicate::str::contains("line 18"))
         .stderr(predicate::str::contains("nothing was written"));
-    let out = sb.kubeha().args(["validate", "-f", "bad.yaml", "-o", "json"]).output().expect("run");
+    let out = sb
+        .kubeha()
+        .args(["validate", "-f", "bad.yaml", "-o", "json"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["valid"], false);
@@ -63,5 +74,9 @@ fn unknown_field_exits_2_with_its_line() {
 #[test]
 fn missing_file_says_how_to_start() {
     let sb = Sandbox::new();
-    sb.kubeha().arg("validate").assert().code(2).stderr(predicate::str::contains("kubeha init"));
+    sb.kubeha()
+        .arg("validate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("kubeha init"));
 }

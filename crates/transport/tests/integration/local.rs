@@ -91,22 +91,53 @@ fn upload_many_installs_every_file_in_one_command() {
     let t = LocalTransport::new("here");
     let root = dir.path().display().to_string();
     let big = vec![7u8; 300_000];
-    let paths = [format!("{root}/a.conf"), format!("{root}/deep/er/b.key"), format!("{root}/empty")];
+    let paths = [
+        format!("{root}/a.conf"),
+        format!("{root}/deep/er/b.key"),
+        format!("{root}/empty"),
+    ];
     let files = [
-        kubeha_transport::UploadFile { path: &paths[0], content: b"one\n", mode: 0o644, owner: "root:root" },
-        kubeha_transport::UploadFile { path: &paths[1], content: &big, mode: 0o600, owner: "root" },
-        kubeha_transport::UploadFile { path: &paths[2], content: b"", mode: 0o640, owner: "root:root" },
+        kubeha_transport::UploadFile {
+            path: &paths[0],
+            content: b"one\n",
+            mode: 0o644,
+            owner: "root:root",
+        },
+        kubeha_transport::UploadFile {
+            path: &paths[1],
+            content: &big,
+            mode: 0o600,
+            owner: "root",
+        },
+        kubeha_transport::UploadFile {
+            path: &paths[2],
+            content: b"",
+            mode: 0o640,
+            owner: "root:root",
+        },
     ];
     kubeha_transport::upload_many(&t, &files, std::time::Duration::from_secs(30)).unwrap();
     assert_eq!(std::fs::read(&paths[0]).unwrap(), b"one\n");
     assert_eq!(std::fs::read(&paths[1]).unwrap(), big);
     assert_eq!(std::fs::read(&paths[2]).unwrap(), b"");
     let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    assert_eq!((mode(&paths[0]), mode(&paths[1]), mode(&paths[2])), (0o644, 0o600, 0o640));
+    assert_eq!(
+        (mode(&paths[0]), mode(&paths[1]), mode(&paths[2])),
+        (0o644, 0o600, 0o640)
+    );
     // Overwriting keeps the atomic semantics and leaves no temp files behind.
-    let again = [kubeha_transport::UploadFile { path: &paths[0], content: b"two\n", mode: 0o644, owner: "root:root" }];
+    let again = [kubeha_transport::UploadFile {
+        path: &paths[0],
+        content: b"two\n",
+        mode: 0o644,
+        owner: "root:root",
+    }];
     kubeha_transport::upload_many(&t, &again, std::time::Duration::from_secs(30)).unwrap();
     assert_eq!(std::fs::read(&paths[0]).unwrap(), b"two\n");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".kubeha")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kubeha"))
+        .collect();
     assert!(leftovers.is_empty());
 }

@@ -13,8 +13,15 @@ use serde::Serialize;
 use super::{Census, Failure, Observed, reconfigure, survey};
 use crate::{args::Global, output::emit};
 
-fn emit_or_fail<T: Serialize>(g: &Global, value: &T, human: impl FnOnce() -> String) -> Result<(), Failure> {
-    emit(g.output, value, human).map_err(|e| Failure::Failed { message: e.to_string(), help: String::new() })
+fn emit_or_fail<T: Serialize>(
+    g: &Global,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    emit(g.output, value, human).map_err(|e| Failure::Failed {
+        message: e.to_string(),
+        help: String::new(),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -35,17 +42,29 @@ struct AddReport {
 }
 
 pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, Failure> {
-    let etcd_names = || spec.etcd_members().iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ");
+    let etcd_names = || {
+        spec.etcd_members()
+            .iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(node) = spec.node(node_name) else {
         return Err(Failure::Refused {
             message: format!("no node {node_name:?} in the cluster file"),
-            help: format!("add it to the cluster file with the etcd role first; etcd members there: {}", etcd_names()),
+            help: format!(
+                "add it to the cluster file with the etcd role first; etcd members there: {}",
+                etcd_names()
+            ),
         });
     };
     if !spec.is_etcd_member(node) {
         return Err(Failure::Refused {
             message: format!("node {node_name} is not an etcd member in the cluster file"),
-            help: format!("give it the etcd role (or control-plane in the stacked topology); etcd members: {}", etcd_names()),
+            help: format!(
+                "give it the etcd role (or control-plane in the stacked topology); etcd members: {}",
+                etcd_names()
+            ),
         });
     }
     let peer_url = Spec::etcd_peer_url(node);
@@ -72,22 +91,41 @@ pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, 
                 initial_cluster: None,
                 initial_cluster_state: None,
                 flags: vec![],
-                next: if is_learner { vec![format!("kubeha etcd promote {node_name}")] } else { vec![] },
+                next: if is_learner {
+                    vec![format!("kubeha etcd promote {node_name}")]
+                } else {
+                    vec![]
+                },
             };
             emit_or_fail(g, &r, || {
-                let role = if is_learner { "a learner; promote it with `kubeha etcd promote` once caught up" } else { "a voting member" };
+                let role = if is_learner {
+                    "a learner; promote it with `kubeha etcd promote` once caught up"
+                } else {
+                    "a voting member"
+                };
                 format!("{node_name} is already a started member ({id}), {role}; nothing changed\n")
             })?;
             return Ok(ExitCode::SUCCESS);
         }
-        AddPlan::AlreadyAdded { id, is_learner, initial_cluster } => {
-            eprintln!("{node_name} was added earlier ({id}) and has not started yet; nothing changed");
+        AddPlan::AlreadyAdded {
+            id,
+            is_learner,
+            initial_cluster,
+        } => {
+            eprintln!(
+                "{node_name} was added earlier ({id}) and has not started yet; nothing changed"
+            );
             (id, is_learner, initial_cluster, false)
         }
         AddPlan::Add { initial_cluster } => {
             // etcd's strict reconfiguration check refuses any add, learners included, unless
             // every voting member is connected: say so now rather than after retries.
-            let down: Vec<String> = census.members.iter().filter(|o| !o.member.is_learner && !o.health.healthy).map(|o| o.describe()).collect();
+            let down: Vec<String> = census
+                .members
+                .iter()
+                .filter(|o| !o.member.is_learner && !o.health.healthy)
+                .map(|o| o.describe())
+                .collect();
             if !down.is_empty() {
                 return Err(Failure::Refused {
                     message: format!(
@@ -98,7 +136,11 @@ pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, 
                     help: "bring it back, or remove it first if it is gone for good (`kubeha etcd remove`; for a member that never started, `kubeha etcd forget`), then add again".into(),
                 });
             }
-            let m = reconfigure(&format!("add {node_name} ({peer_url}) as a learner"), true, || client.member_add(std::slice::from_ref(&peer_url), true))?;
+            let m = reconfigure(
+                &format!("add {node_name} ({peer_url}) as a learner"),
+                true,
+                || client.member_add(std::slice::from_ref(&peer_url), true),
+            )?;
             (m.id, m.is_learner, initial_cluster, true)
         }
     };
@@ -118,7 +160,10 @@ pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, 
         initial_cluster: Some(initial_cluster),
         initial_cluster_state: Some("existing".into()),
         next: vec![
-            format!("start etcd on {} with an empty data dir ({}) and the flags above", node.name, spec.etcd.data_dir),
+            format!(
+                "start etcd on {} with an empty data dir ({}) and the flags above",
+                node.name, spec.etcd.data_dir
+            ),
             "kubeha etcd members   (until the learner is no longer flagged as behind)".into(),
             format!("kubeha etcd promote {}", node.name),
         ],
@@ -127,9 +172,22 @@ pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, 
     emit_or_fail(g, &r, || {
         let mut s = String::new();
         if r.added {
-            s.push_str(&format!("added {} as learner {} (peer URL {})\n\n", r.node, r.id, r.peer_url));
+            s.push_str(&format!(
+                "added {} as learner {} (peer URL {})\n\n",
+                r.node, r.id, r.peer_url
+            ));
         } else {
-            s.push_str(&format!("{} is registered as {} {} (peer URL {}) and has not started\n\n", r.node, if r.is_learner { "learner" } else { "voting member" }, r.id, r.peer_url));
+            s.push_str(&format!(
+                "{} is registered as {} {} (peer URL {}) and has not started\n\n",
+                r.node,
+                if r.is_learner {
+                    "learner"
+                } else {
+                    "voting member"
+                },
+                r.id,
+                r.peer_url
+            ));
         }
         s.push_str(&format!(
             "Start etcd on {} with an empty data dir ({}) and these flags instead of the rendered\n--initial-cluster and --initial-cluster-state=new:\n\n",
@@ -157,8 +215,12 @@ struct RemoveReport {
 }
 
 fn check_for(census: &Census, target: &Observed) -> Result<QuorumCheck, Failure> {
-    membership::check_removal(&census.list(), &census.healthy_ids(), &target.member.id)
-        .ok_or_else(|| Failure::Failed { message: format!("{} vanished from the member list", target.describe()), help: String::new() })
+    membership::check_removal(&census.list(), &census.healthy_ids(), &target.member.id).ok_or_else(
+        || Failure::Failed {
+            message: format!("{} vanished from the member list", target.describe()),
+            help: String::new(),
+        },
+    )
 }
 
 pub(crate) fn remove(g: &Global, spec: &Spec, arg: &str, force: bool) -> Result<ExitCode, Failure> {
@@ -172,14 +234,33 @@ pub(crate) fn remove(g: &Global, spec: &Spec, arg: &str, force: bool) -> Result<
                 help: "bring the unhealthy members back (or remove them first: removing a dead member improves the arithmetic); --force removes anyway and risks the cluster's quorum".into(),
             });
         }
-        eprintln!("warning: removing {} anyway (--force): {check}", target.describe());
+        eprintln!(
+            "warning: removing {} anyway (--force): {check}",
+            target.describe()
+        );
     }
     let doing = format!("remove {}", target.describe());
     // Ask another member than the one leaving, so its answer is not cut off by its exit.
-    let others: Vec<String> = client.endpoints().iter().filter(|e| **e != target.endpoint).cloned().collect();
-    let client = if others.is_empty() { client } else { client.with_endpoints(others) };
-    reconfigure(&doing, check.keeps_quorum, || client.member_remove(&target.member.id))?;
-    let r = RemoveReport { id: target.member.id.clone(), name: target.member.name.clone(), check, forced: force };
+    let others: Vec<String> = client
+        .endpoints()
+        .iter()
+        .filter(|e| **e != target.endpoint)
+        .cloned()
+        .collect();
+    let client = if others.is_empty() {
+        client
+    } else {
+        client.with_endpoints(others)
+    };
+    reconfigure(&doing, check.keeps_quorum, || {
+        client.member_remove(&target.member.id)
+    })?;
+    let r = RemoveReport {
+        id: target.member.id.clone(),
+        name: target.member.name.clone(),
+        check,
+        forced: force,
+    };
     emit_or_fail(g, &r, || {
         format!(
             "removed {} ({})\n\nThe removed etcd stops by itself. Before that host may join again, wipe its data dir\n({}) and add it back with `kubeha etcd add NODE` (state existing, exact --initial-cluster).\n",
@@ -203,8 +284,17 @@ pub(crate) fn promote(g: &Global, spec: &Spec, arg: &str) -> Result<ExitCode, Fa
     let (client, census) = survey(g, spec)?;
     let target = census.resolve(spec, arg)?;
     if !target.member.is_learner {
-        let r = PromoteReport { id: target.member.id.clone(), name: target.member.name.clone(), promoted: false };
-        emit_or_fail(g, &r, || format!("{} is already a voting member; nothing changed\n", target.describe()))?;
+        let r = PromoteReport {
+            id: target.member.id.clone(),
+            name: target.member.name.clone(),
+            promoted: false,
+        };
+        emit_or_fail(g, &r, || {
+            format!(
+                "{} is already a voting member; nothing changed\n",
+                target.describe()
+            )
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     if target.member.name.is_empty() {
@@ -214,9 +304,16 @@ pub(crate) fn promote(g: &Global, spec: &Spec, arg: &str) -> Result<ExitCode, Fa
         });
     }
     let progress = || {
-        let leader = census.leader.as_ref().and_then(|l| census.members.iter().find(|o| &o.member.id == l)).and_then(|o| o.status.as_ref());
+        let leader = census
+            .leader
+            .as_ref()
+            .and_then(|l| census.members.iter().find(|o| &o.member.id == l))
+            .and_then(|o| o.status.as_ref());
         match (target.status.as_ref(), leader) {
-            (Some(t), Some(l)) => format!(" (its raft index {} of the leader's {})", t.raft_index, l.raft_index),
+            (Some(t), Some(l)) => format!(
+                " (its raft index {} of the leader's {})",
+                t.raft_index, l.raft_index
+            ),
             (None, _) => " (it does not answer)".into(),
             _ => String::new(),
         }
@@ -229,14 +326,26 @@ pub(crate) fn promote(g: &Global, spec: &Spec, arg: &str) -> Result<ExitCode, Fa
                 other => kubeha_etcd::error_chain(other),
             };
             return Err(Failure::Failed {
-                message: format!("etcd refused to promote {}: the learner has not caught up with the leader yet{} — etcd says \"{etcd_says}\"", target.describe(), progress()),
-                help: format!("wait until `kubeha etcd members` no longer flags it as behind, then run `kubeha etcd promote {arg}` again"),
+                message: format!(
+                    "etcd refused to promote {}: the learner has not caught up with the leader yet{} — etcd says \"{etcd_says}\"",
+                    target.describe(),
+                    progress()
+                ),
+                help: format!(
+                    "wait until `kubeha etcd members` no longer flags it as behind, then run `kubeha etcd promote {arg}` again"
+                ),
             });
         }
         Err(e) => return Err(Failure::etcd(format!("promote {}", target.describe()))(e)),
     }
-    let r = PromoteReport { id: target.member.id.clone(), name: target.member.name.clone(), promoted: true };
-    emit_or_fail(g, &r, || format!("promoted {} to a voting member\n", target.describe()))?;
+    let r = PromoteReport {
+        id: target.member.id.clone(),
+        name: target.member.name.clone(),
+        promoted: true,
+    };
+    emit_or_fail(g, &r, || {
+        format!("promoted {} to a voting member\n", target.describe())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -256,19 +365,32 @@ struct Forgotten {
 }
 
 /// The ghosts to remove, in a safe order: learners, then never-started voters, then the rest.
-fn ghosts<'a>(census: &'a Census, spec: &Spec, arg: Option<&str>) -> Result<Vec<&'a Observed>, Failure> {
+fn ghosts<'a>(
+    census: &'a Census,
+    spec: &Spec,
+    arg: Option<&str>,
+) -> Result<Vec<&'a Observed>, Failure> {
     if let Some(arg) = arg {
         let o = census.resolve(spec, arg)?;
         if !o.is_ghost() {
             return Err(Failure::Refused {
-                message: format!("{} is not a ghost: it started, answers, and its peer URL is in the cluster file", o.describe()),
+                message: format!(
+                    "{} is not a ghost: it started, answers, and its peer URL is in the cluster file",
+                    o.describe()
+                ),
                 help: format!("to remove a live member use `kubeha etcd remove {arg}`"),
             });
         }
         return Ok(vec![o]);
     }
     let mut g: Vec<&Observed> = census.members.iter().filter(|o| o.is_ghost()).collect();
-    g.sort_by_key(|o| (!o.member.is_learner, !o.member.name.is_empty(), o.health.healthy));
+    g.sort_by_key(|o| {
+        (
+            !o.member.is_learner,
+            !o.member.name.is_empty(),
+            o.health.healthy,
+        )
+    });
     Ok(g)
 }
 
@@ -287,11 +409,18 @@ fn confirm(question: &str) -> bool {
     }
 }
 
-pub(crate) fn forget(g: &Global, spec: &Spec, arg: Option<&str>, yes: bool) -> Result<ExitCode, Failure> {
+pub(crate) fn forget(
+    g: &Global,
+    spec: &Spec,
+    arg: Option<&str>,
+    yes: bool,
+) -> Result<ExitCode, Failure> {
     let (client, census) = survey(g, spec)?;
     let targets = ghosts(&census, spec, arg)?;
     if targets.is_empty() {
-        emit_or_fail(g, &ForgetReport { removed: vec![] }, || "no ghost members; nothing changed\n".into())?;
+        emit_or_fail(g, &ForgetReport { removed: vec![] }, || {
+            "no ghost members; nothing changed\n".into()
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<String> = targets.iter().map(|o| o.member.id.clone()).collect();
@@ -304,27 +433,48 @@ pub(crate) fn forget(g: &Global, spec: &Spec, arg: Option<&str>, yes: bool) -> R
     }
     eprintln!("ghost members to remove:");
     for (o, c) in targets.iter().zip(&checks) {
-        let why: Vec<String> = o.flags.iter().filter(|f| f.is_ghost()).map(ToString::to_string).collect();
+        let why: Vec<String> = o
+            .flags
+            .iter()
+            .filter(|f| f.is_ghost())
+            .map(ToString::to_string)
+            .collect();
         eprintln!("  {}: {}\n    {c}", o.describe(), why.join("; "));
     }
     if !yes && !confirm(&format!("Remove {} member(s)?", targets.len())) {
         return Err(Failure::Failed {
             message: "not confirmed; nothing was removed".into(),
-            help: "answer y on a terminal, or pass --yes (without a terminal the answer is no)".into(),
+            help: "answer y on a terminal, or pass --yes (without a terminal the answer is no)"
+                .into(),
         });
     }
     let mut removed = Vec::new();
     for (o, check) in targets.into_iter().zip(checks) {
-        reconfigure(&format!("remove {}", o.describe()), true, || client.member_remove(&o.member.id))?;
+        reconfigure(&format!("remove {}", o.describe()), true, || {
+            client.member_remove(&o.member.id)
+        })?;
         eprintln!("removed {}", o.describe());
-        removed.push(Forgotten { id: o.member.id.clone(), name: o.member.name.clone(), why: o.flags.iter().filter(|f| f.is_ghost()).map(ToString::to_string).collect(), check });
+        removed.push(Forgotten {
+            id: o.member.id.clone(),
+            name: o.member.name.clone(),
+            why: o
+                .flags
+                .iter()
+                .filter(|f| f.is_ghost())
+                .map(ToString::to_string)
+                .collect(),
+            check,
+        });
     }
     let r = ForgetReport { removed };
-    emit_or_fail(g, &r, || format!("removed {} ghost member(s)\n", r.removed.len()))?;
+    emit_or_fail(g, &r, || {
+        format!("removed {} ghost member(s)\n", r.removed.len())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use kubeha_etcd::membership::Flag;
 
@@ -343,17 +493,32 @@ mod tests {
         c.members[2].flags = vec![Flag::NotInClusterFile];
         c.members[3].flags = vec![Flag::NeverStarted];
         c.members[4].flags = vec![Flag::NeverStarted, Flag::NotInClusterFile];
-        let order: Vec<String> = ghosts(&c, &spec, None).unwrap_or_default().iter().map(|o| o.member.id.clone()).collect();
+        let order: Vec<String> = ghosts(&c, &spec, None)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| o.member.id.clone())
+            .collect();
         assert_eq!(order, ["f6", "e5", "c3"]);
         // 4 voters, 3 healthy (one never started): each removal in turn keeps quorum.
         let checks = membership::check_removals(&c.list(), &c.healthy_ids(), &order);
         assert!(checks.iter().all(|c| c.keeps_quorum), "{checks:?}");
-        assert_eq!(checks[1].to_string(), "4 voting members, 1 unhealthy: removing e5 (never started) leaves 3 voters of which 3 healthy; quorum needs 2");
+        assert_eq!(
+            checks[1].to_string(),
+            "4 voting members, 1 unhealthy: removing e5 (never started) leaves 3 voters of which 3 healthy; quorum needs 2"
+        );
         // Without quorum nothing can be committed, not even forgetting a learner.
         c.members[2].health.healthy = false;
         let checks = membership::check_removals(&c.list(), &c.healthy_ids(), &order);
         assert!(!checks[0].keeps_quorum, "{}", checks[0]);
-        assert!(matches!(ghosts(&c, &spec, Some("etcd-1")), Err(Failure::Refused { .. })));
-        assert_eq!(ghosts(&c, &spec, Some("etcd-4")).map(|v| v[0].member.id.clone()).ok(), Some("e5".into()));
+        assert!(matches!(
+            ghosts(&c, &spec, Some("etcd-1")),
+            Err(Failure::Refused { .. })
+        ));
+        assert_eq!(
+            ghosts(&c, &spec, Some("etcd-4"))
+                .map(|v| v[0].member.id.clone())
+                .ok(),
+            Some("e5".into())
+        );
     }
 }

@@ -89,7 +89,12 @@ pub(crate) fn report(c: &Census) -> MembersReport {
         learners: c.members.len() - voters,
         quorum: kubeha_etcd::membership::quorum(voters),
         has_quorum: c.has_quorum(),
-        ghosts: c.members.iter().filter(|o| o.is_ghost()).map(|o| o.member.id.clone()).collect(),
+        ghosts: c
+            .members
+            .iter()
+            .filter(|o| o.is_ghost())
+            .map(|o| o.member.id.clone())
+            .collect(),
         alarms: c.alarms.clone().unwrap_or_default(),
         alarms_error: c.alarms.clone().err(),
         members,
@@ -99,8 +104,15 @@ pub(crate) fn report(c: &Census) -> MembersReport {
 pub(crate) fn members(g: &Global, spec: &Spec) -> Result<ExitCode, Failure> {
     let (_, census) = survey(g, spec)?;
     let r = report(&census);
-    emit(g.output, &r, || members_table(&r)).map_err(|e| Failure::Failed { message: e.to_string(), help: String::new() })?;
-    Ok(if r.has_quorum { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+    emit(g.output, &r, || members_table(&r)).map_err(|e| Failure::Failed {
+        message: e.to_string(),
+        help: String::new(),
+    })?;
+    Ok(if r.has_quorum {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -108,28 +120,67 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 fn display_name(r: &MemberRow) -> String {
-    if r.started { r.name.clone() } else { "(never started)".into() }
+    if r.started {
+        r.name.clone()
+    } else {
+        "(never started)".into()
+    }
 }
 
 pub(crate) fn members_table(r: &MembersReport) -> String {
-    let mut t = Table::new(["ID", "NAME", "PEER URL", "CLIENT URL", "LEADER", "LEARNER", "VERSION", "DB SIZE", "RAFT TERM", "RAFT INDEX", "HEALTH"]);
+    let mut t = Table::new([
+        "ID",
+        "NAME",
+        "PEER URL",
+        "CLIENT URL",
+        "LEADER",
+        "LEARNER",
+        "VERSION",
+        "DB SIZE",
+        "RAFT TERM",
+        "RAFT INDEX",
+        "HEALTH",
+    ]);
     for m in &r.members {
         t.row([
             m.id.clone(),
             display_name(m),
             m.peer_urls.join(","),
-            if m.client_urls.is_empty() { "-".into() } else { m.client_urls.join(",") },
-            if m.is_leader { "*".into() } else { String::new() },
-            if m.is_learner { "yes".into() } else { "no".into() },
+            if m.client_urls.is_empty() {
+                "-".into()
+            } else {
+                m.client_urls.join(",")
+            },
+            if m.is_leader {
+                "*".into()
+            } else {
+                String::new()
+            },
+            if m.is_learner {
+                "yes".into()
+            } else {
+                "no".into()
+            },
             opt(m.version.clone()),
             opt(m.db_size.map(human_bytes)),
             opt(m.raft_term),
             opt(m.raft_index),
-            if m.healthy { format!("healthy {:.1} ms", m.took_ms) } else { "UNHEALTHY".into() },
+            if m.healthy {
+                format!("healthy {:.1} ms", m.took_ms)
+            } else {
+                "UNHEALTHY".into()
+            },
         ]);
     }
     let mut s = t.render();
-    let leader = r.leader.as_ref().and_then(|id| r.members.iter().find(|m| &m.id == id)).map_or_else(|| "none".to_string(), |m| format!("{} ({})", display_name(m), m.id));
+    let leader = r
+        .leader
+        .as_ref()
+        .and_then(|id| r.members.iter().find(|m| &m.id == id))
+        .map_or_else(
+            || "none".to_string(),
+            |m| format!("{} ({})", display_name(m), m.id),
+        );
     s.push_str(&format!(
         "\n{} voting, {} healthy: quorum {} ({} needed); {} learner(s); leader {leader}\n",
         r.voters,
@@ -139,17 +190,30 @@ pub(crate) fn members_table(r: &MembersReport) -> String {
         r.learners
     ));
     for m in r.members.iter().filter(|m| !m.healthy && m.started) {
-        s.push_str(&format!("  {} unhealthy: {}\n", display_name(m), m.error.clone().unwrap_or_default()));
+        s.push_str(&format!(
+            "  {} unhealthy: {}\n",
+            display_name(m),
+            m.error.clone().unwrap_or_default()
+        ));
     }
     for m in r.members.iter().filter(|m| !m.errors.is_empty()) {
-        s.push_str(&format!("  {} reports: {}\n", display_name(m), m.errors.join("; ")));
+        s.push_str(&format!(
+            "  {} reports: {}\n",
+            display_name(m),
+            m.errors.join("; ")
+        ));
     }
     let flagged: Vec<&MemberRow> = r.members.iter().filter(|m| !m.flags.is_empty()).collect();
     if !flagged.is_empty() {
         s.push_str("\nflags:\n");
         for m in flagged {
             let what: Vec<String> = m.flags.iter().map(ToString::to_string).collect();
-            s.push_str(&format!("  {} {}: {}\n", m.id, display_name(m), what.join("; ")));
+            s.push_str(&format!(
+                "  {} {}: {}\n",
+                m.id,
+                display_name(m),
+                what.join("; ")
+            ));
         }
         if !r.ghosts.is_empty() {
             s.push_str(&format!(
@@ -159,7 +223,11 @@ pub(crate) fn members_table(r: &MembersReport) -> String {
         }
     }
     for a in &r.alarms {
-        let who = r.members.iter().find(|m| m.id == a.member_id).map_or_else(|| a.member_id.clone(), display_name);
+        let who = r
+            .members
+            .iter()
+            .find(|m| m.id == a.member_id)
+            .map_or_else(|| a.member_id.clone(), display_name);
         s.push_str(&format!("alarm {} on {who}\n", a.alarm));
     }
     if let Some(e) = &r.alarms_error {
@@ -196,15 +264,26 @@ pub(crate) fn health(g: &Global, spec: &Spec) -> Result<ExitCode, Failure> {
             error: o.health.error.clone(),
         })
         .collect();
-    emit(g.output, &rows, || health_table(&rows)).map_err(|e| Failure::Failed { message: e.to_string(), help: String::new() })?;
-    Ok(if rows.iter().all(|r| r.healthy) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+    emit(g.output, &rows, || health_table(&rows)).map_err(|e| Failure::Failed {
+        message: e.to_string(),
+        help: String::new(),
+    })?;
+    Ok(if rows.iter().all(|r| r.healthy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 fn health_table(rows: &[HealthRow]) -> String {
     let mut t = Table::new(["ENDPOINT", "NAME", "HEALTH", "TOOK", "ERROR"]);
     for r in rows {
         t.row([
-            if r.endpoint.is_empty() { "-".into() } else { r.endpoint.clone() },
+            if r.endpoint.is_empty() {
+                "-".into()
+            } else {
+                r.endpoint.clone()
+            },
             match (r.name.is_empty(), r.is_learner) {
                 (true, _) => format!("{} (never started)", r.id),
                 (false, true) => format!("{} (learner)", r.name),
@@ -219,18 +298,29 @@ fn health_table(rows: &[HealthRow]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{super::tests::*, *};
 
     #[test]
     fn table_points_out_ghosts_and_quorum() {
-        let mut c = census(vec![observed("a1", "etcd-1", 11, false, true), observed("b2", "etcd-2", 12, false, false), observed("e5", "", 15, false, false)]);
+        let mut c = census(vec![
+            observed("a1", "etcd-1", 11, false, true),
+            observed("b2", "etcd-2", 12, false, false),
+            observed("e5", "", 15, false, false),
+        ]);
         c.members[2].flags = vec![Flag::NeverStarted, Flag::NotInClusterFile];
         let r = report(&c);
-        assert_eq!((r.voters, r.healthy_voters, r.quorum, r.has_quorum), (3, 1, 2, false));
+        assert_eq!(
+            (r.voters, r.healthy_voters, r.quorum, r.has_quorum),
+            (3, 1, 2, false)
+        );
         assert_eq!(r.ghosts, vec!["e5".to_string()]);
         let t = members_table(&r);
-        assert!(t.contains("3 voting, 1 healthy: quorum LOST (2 needed)"), "{t}");
+        assert!(
+            t.contains("3 voting, 1 healthy: quorum LOST (2 needed)"),
+            "{t}"
+        );
         assert!(t.contains("e5 (never started): added but never started; peer URL matches no node of the cluster file"), "{t}");
         assert!(t.contains("1 ghost member(s)"), "{t}");
         let json = serde_json::to_value(&r).unwrap_or_default();

@@ -1,0 +1,1037 @@
+//! `kubeha node add|remove|replace` and `kubeha reset`: one node at a time, driven by the
+//! cluster file, always ending in a state `kubeha up` agrees with.
+//!
+//! Safety rules (design.md): etcd members join as learners with `existing` state and the
+//! exact `--initial-cluster` (guide 003's "member count is unequal" cannot happen), a
+//! removal that would lose quorum is refused with the arithmetic unless `--force`, a data
+//! dir is only wiped once no started member stands for it, and a dead host never blocks:
+//! every cluster-side step of a removal goes through the other members, with bounded
+//! timeouts. Exit status: 0 done, 1 failed, 2 refused before anything changed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, IsTerminal, Write},
+    process::ExitCode,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use kubeha_apply::{
+    Options, Progress, ServiceManager,
+    gate::{self, GateResult},
+    membership,
+};
+use kubeha_etcd::{Client, EtcdError, Member, error_chain};
+use kubeha_pki::Materials;
+use kubeha_plan::Phase;
+use kubeha_render::{Ctx, HostTree, Rendered, etcd::ENV_PATH};
+use kubeha_spec::{EtcdDeployment, Node, Spec};
+use kubeha_transport::{Command, Transport, UploadFile, for_each_host, upload_many};
+use serde::Serialize;
+
+use crate::{
+    args::{Global, NodeCommand, ResetArgs},
+    error::{CliError, EXIT_FAILURE},
+    output::emit,
+    table::Table,
+};
+
+/// Per-request bound on etcd calls: a dead member costs at most this.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on the SSH probe that decides whether a host answers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a membership change is retried while etcd says "unhealthy cluster".
+const RECONFIG_RETRY: Duration = Duration::from_secs(15);
+
+type Hosts = BTreeMap<String, Box<dyn Transport>>;
+
+/// Why a command stopped.
+enum Fail {
+    /// Refused before anything changed (exit 2).
+    Refused { message: String, help: String },
+    /// Ran and could not finish (exit 1).
+    Failed { message: String, help: String },
+}
+
+fn failed(message: impl Into<String>) -> Fail {
+    Fail::Failed {
+        message: message.into(),
+        help: String::new(),
+    }
+}
+
+fn etcd_failed(doing: &str) -> impl FnOnce(EtcdError) -> Fail + '_ {
+    move |e| failed(format!("cannot {doing}: {}", error_chain(&e)))
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StepLine {
+    seconds: f64,
+    node: String,
+    what: String,
+}
+
+/// Progress lines on stderr, also kept for the report.
+struct Log {
+    start: Instant,
+    steps: Mutex<Vec<StepLine>>,
+}
+
+impl Log {
+    fn say(&self, node: &str, what: impl Into<String>) {
+        let what = what.into();
+        let seconds = self.start.elapsed().as_secs_f64();
+        eprintln!("[{seconds:>5.1}s] {node}: {what}");
+        if let Ok(mut s) = self.steps.lock() {
+            s.push(StepLine {
+                seconds: (seconds * 10.0).round() / 10.0,
+                node: node.to_string(),
+                what,
+            });
+        }
+    }
+
+    fn steps(&self) -> Vec<StepLine> {
+        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Progress for Log {
+    fn phase(&self, phase: Phase, hosts: usize) {
+        self.say("up", format!("── {phase}: {hosts} host(s) to change"));
+    }
+    fn host(&self, phase: Phase, node: &str, message: &str) {
+        self.say(node, format!("{phase}: {message}"));
+    }
+    fn gate(&self, phase: Phase, result: &GateResult) {
+        self.say("up", format!("{phase} gate {}", result.text()));
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    command: String,
+    nodes: Vec<String>,
+    ok: bool,
+    steps: Vec<StepLine>,
+    /// What could not be cleaned (unreachable hosts), per node.
+    not_cleaned: Vec<String>,
+    warnings: Vec<String>,
+    /// What the user does next.
+    next: Vec<String>,
+    seconds: f64,
+}
+
+struct Cx<'a> {
+    g: &'a Global,
+    spec: &'a Spec,
+    source: &'a str,
+    materials: Materials,
+    rendered: Rendered,
+    hosts: Hosts,
+    log: Log,
+    not_cleaned: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<String>>,
+    next: Mutex<Vec<String>>,
+}
+
+impl Cx<'_> {
+    fn tree(&self, node: &str) -> Result<&HostTree, Fail> {
+        self.rendered
+            .hosts
+            .iter()
+            .find(|t| t.node == node)
+            .ok_or_else(|| failed(format!("nothing rendered for {node}")))
+    }
+
+    fn host(&self, node: &str) -> Result<&dyn Transport, Fail> {
+        self.hosts
+            .get(node)
+            .map(|t| t.as_ref())
+            .ok_or_else(|| failed(format!("no SSH transport for {node}")))
+    }
+
+    fn push(list: &Mutex<Vec<String>>, s: String) {
+        if let Ok(mut l) = list.lock() {
+            l.push(s);
+        }
+    }
+
+    /// An etcd client over the cluster file's members other than `exclude`.
+    fn etcd(&self, exclude: Option<&str>) -> Result<Client, Fail> {
+        let c = gate::etcd_client(self.spec, &self.materials, ETCD_TIMEOUT).map_err(failed)?;
+        let eps: Vec<String> = self
+            .spec
+            .etcd_members()
+            .iter()
+            .filter(|n| Some(n.name.as_str()) != exclude)
+            .map(|n| Spec::etcd_client_url(n))
+            .collect();
+        if eps.is_empty() {
+            return Err(Fail::Refused {
+                message: "no other etcd member in the cluster file to ask".into(),
+                help: String::new(),
+            });
+        }
+        Ok(c.with_endpoints(eps))
+    }
+
+    fn converge(&self, timeout: Duration) -> Result<(), Fail> {
+        self.log.say(
+            "up",
+            "converging every host to the cluster file (as `kubeha up`)",
+        );
+        let opts = Options {
+            supervisor: super::up::supervisor_binary(),
+            gate_timeout: timeout,
+            ..Options::default()
+        };
+        match kubeha_apply::converge(
+            self.spec,
+            &self.rendered,
+            &self.materials,
+            &self.hosts,
+            &opts,
+            &self.log,
+        ) {
+            Ok(r) => {
+                for w in r.warnings {
+                    Self::push(&self.warnings, w);
+                }
+                self.log.say(
+                    "up",
+                    if r.changed {
+                        "converged"
+                    } else {
+                        "no changes: every host already matched"
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => Err(Fail::Failed {
+                message: format!("kubeha up failed: {}", error_chain(&e)),
+                help: "fix what it names and run `kubeha up`".into(),
+            }),
+        }
+    }
+}
+
+pub fn run(g: &Global, c: &NodeCommand) -> Result<ExitCode, CliError> {
+    let (name, what) = match c {
+        NodeCommand::Add { name, .. } => (name, "node add"),
+        NodeCommand::Remove { name, .. } => (name, "node remove"),
+        NodeCommand::Replace { name, .. } => (name, "node replace"),
+    };
+    with_cx(g, what, std::slice::from_ref(name), |cx| match c {
+        NodeCommand::Add { name, timeout } => add(cx, name, Duration::from_secs(*timeout)),
+        NodeCommand::Remove { name, force } => remove(cx, name, *force),
+        NodeCommand::Replace {
+            name,
+            address,
+            timeout,
+            force,
+        } => replace(cx, name, *address, *force, Duration::from_secs(*timeout)),
+    })
+}
+
+pub fn reset(g: &Global, a: &ResetArgs) -> Result<ExitCode, CliError> {
+    let loaded = super::load_spec(g)?;
+    let spec = &loaded.spec;
+    let nodes: Vec<String> = if a.all {
+        spec.nodes.iter().map(|n| n.name.clone()).collect()
+    } else {
+        a.nodes.clone()
+    };
+    if nodes.is_empty() {
+        return Err(CliError::Input {
+            message: "name the nodes to reset, or --all".into(),
+            help: "kubeha reset wn-1 --yes".into(),
+        });
+    }
+    if let Some(bad) = nodes.iter().find(|n| spec.node(n).is_none()) {
+        return Err(CliError::Input {
+            message: format!("no node {bad:?} in the cluster file"),
+            help: format!(
+                "nodes: {}",
+                spec.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    if !a.yes {
+        confirm(&nodes, &spec.etcd.data_dir)?;
+    }
+    with_cx(g, "reset", &nodes, |cx| reset_hosts(cx, &nodes, a.all))
+}
+
+fn confirm(nodes: &[String], data_dir: &str) -> Result<(), CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Input {
+            message: "refusing to reset without --yes: there is no terminal to confirm on".into(),
+            help: "kubeha reset … --yes".into(),
+        });
+    }
+    eprint!(
+        "Reset {} ({}): stop kubeha's services, delete the files kubeha wrote and the etcd data dir {data_dir}? Type yes: ",
+        if nodes.len() == 1 {
+            "1 host".to_string()
+        } else {
+            format!("{} hosts", nodes.len())
+        },
+        nodes.join(", ")
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = stdin.lock().read_line(&mut line);
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Input {
+            message: "not confirmed; nothing changed".into(),
+            help: String::new(),
+        })
+    }
+}
+
+/// Loads, locks the state dir, issues what is missing, renders, runs `f`, prints the report.
+fn with_cx(
+    g: &Global,
+    command: &str,
+    nodes: &[String],
+    f: impl FnOnce(&Cx<'_>) -> Result<(), Fail>,
+) -> Result<ExitCode, CliError> {
+    let start = Instant::now();
+    let loaded = super::load_spec(g)?;
+    let spec = &loaded.spec;
+    let mut store = super::open_store(g, &spec.name)?;
+    let (materials, _) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+    let rendered = kubeha_render::render(spec, &materials)?;
+    let hosts = super::up::transports(spec, &g.state_dir.join(&spec.name))?;
+    let cx = Cx {
+        g,
+        spec,
+        source: &loaded.source,
+        materials,
+        rendered,
+        hosts,
+        log: Log {
+            start,
+            steps: Mutex::new(vec![]),
+        },
+        not_cleaned: Mutex::new(vec![]),
+        warnings: Mutex::new(vec![]),
+        next: Mutex::new(vec![]),
+    };
+    let r = f(&cx);
+    drop(store);
+    let take = |m: &Mutex<Vec<String>>| m.lock().map(|v| v.clone()).unwrap_or_default();
+    let report = Report {
+        command: command.into(),
+        nodes: nodes.to_vec(),
+        ok: r.is_ok(),
+        steps: cx.log.steps(),
+        not_cleaned: take(&cx.not_cleaned),
+        warnings: take(&cx.warnings),
+        next: take(&cx.next),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let (message, help) = match r {
+        Ok(()) => {
+            emit(cx.g.output, &report, || text(&report))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(Fail::Refused { message, help }) => return Err(CliError::Input { message, help }),
+        Err(Fail::Failed { message, help }) => (message, help),
+    };
+    emit(cx.g.output, &report, || text(&report))?;
+    if help.is_empty() {
+        eprintln!("{:?}", miette::miette!("{message}"));
+    } else {
+        eprintln!("{:?}", miette::miette!(help = help, "{message}"));
+    }
+    Ok(ExitCode::from(EXIT_FAILURE))
+}
+
+fn text(r: &Report) -> String {
+    let mut t = Table::new(["TIME", "NODE", "STEP"]);
+    for s in &r.steps {
+        t.row([format!("{:.1}s", s.seconds), s.node.clone(), s.what.clone()]);
+    }
+    let mut out = t.render();
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    if !r.not_cleaned.is_empty() {
+        out.push_str("\nnot cleaned (the host did not answer; clean it by hand or reset it when it is back):\n");
+        for n in &r.not_cleaned {
+            out.push_str(&format!("  {n}\n"));
+        }
+    }
+    if !r.next.is_empty() {
+        out.push_str("\nnext:\n");
+        for n in &r.next {
+            out.push_str(&format!("  {n}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "{} {} {} in {:.1}s\n",
+        r.command,
+        r.nodes.join(", "),
+        if r.ok { "done" } else { "FAILED" },
+        r.seconds
+    ));
+    out
+}
+
+fn node<'a>(cx: &'a Cx<'_>, name: &str) -> Result<&'a Node, Fail> {
+    cx.spec.node(name).ok_or_else(|| Fail::Refused {
+        message: format!("no node {name:?} in the cluster file"),
+        help: "add it to the cluster file first, then run this again".into(),
+    })
+}
+
+fn etcd_systemd(cx: &Cx<'_>, what: &str) -> Result<(), Fail> {
+    if cx.spec.etcd.deployment == EtcdDeployment::Systemd {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{what} of an etcd member is not implemented yet for etcd.deployment: static-pod (only systemd); nothing was changed"
+        )))
+    }
+}
+
+fn add(cx: &Cx<'_>, name: &str, timeout: Duration) -> Result<(), Fail> {
+    let n = node(cx, name)?;
+    if cx.spec.is_etcd_member(n) {
+        etcd_systemd(cx, "node add")?;
+        etcd_join(cx, n, false, false, timeout)?;
+    }
+    cx.converge(timeout)
+}
+
+fn replace(
+    cx: &Cx<'_>,
+    name: &str,
+    address: Option<std::net::IpAddr>,
+    force: bool,
+    timeout: Duration,
+) -> Result<(), Fail> {
+    let n = node(cx, name)?;
+    if let Some(a) = address.filter(|a| *a != n.address) {
+        return Err(Fail::Refused {
+            message: format!(
+                "the cluster file gives {name} the address {}, not {a}",
+                n.address
+            ),
+            help: format!(
+                "change {name}'s address to {a} in the cluster file first, then run this again"
+            ),
+        });
+    }
+    if cx.spec.is_etcd_member(n) {
+        etcd_systemd(cx, "node replace")?;
+        etcd_join(cx, n, true, force, timeout)?;
+    } else {
+        cx.log.say(
+            name,
+            "not an etcd member: replacing it is bringing the fresh host to the cluster file",
+        );
+    }
+    cx.converge(timeout)
+}
+
+fn with_retry<T>(
+    cx: &Cx<'_>,
+    node: &str,
+    doing: &str,
+    mut f: impl FnMut() -> Result<T, EtcdError>,
+) -> Result<T, Fail> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match f() {
+            Err(e) if e.is_unhealthy_cluster() && start.elapsed() < RECONFIG_RETRY => {
+                if !said {
+                    cx.log.say(node, "etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other.map_err(etcd_failed(doing)),
+        }
+    }
+}
+
+fn healthy_ids(client: &Client, members: &[Member]) -> BTreeSet<String> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = members
+            .iter()
+            .map(|m| s.spawn(move || (m.id.clone(), client.member_health(m).healthy)))
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().ok())
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| id)
+            .collect()
+    })
+}
+
+/// The quorum guard on removing member `id`, with health asked again a few times (bounded)
+/// before refusing while fewer than a quorum of voters answer (at most 3 more checks, 1 s
+/// apart): right after a member dies the others serve no reads until they have elected a
+/// leader, which would count them as unhealthy.
+fn guard(
+    cx: &Cx<'_>,
+    node: &str,
+    client: &Client,
+    members: &[Member],
+    id: &str,
+    force: bool,
+) -> Result<Option<kubeha_etcd::membership::QuorumCheck>, kubeha_etcd::membership::QuorumCheck> {
+    let mut attempt = 0;
+    loop {
+        let t0 = Instant::now();
+        let healthy = healthy_ids(client, members);
+        cx.log.say(
+            node,
+            format!(
+                "etcd health: {} of {} member(s) answered ({:.1}s)",
+                healthy.len(),
+                members.len(),
+                t0.elapsed().as_secs_f64()
+            ),
+        );
+        match membership::guard_removal(members, &healthy, id, force) {
+            // Without a quorum of answering voters there may just be no leader yet.
+            Err(c)
+                if attempt < 3
+                    && c.voters - c.unhealthy < kubeha_etcd::membership::quorum(c.voters) =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn describe(m: &Member) -> String {
+    format!("{} ({})", kubeha_etcd::membership::label(m), m.id)
+}
+
+/// Learner add → fresh data dir → start with `existing` → promote, for member `n`.
+fn etcd_join(
+    cx: &Cx<'_>,
+    n: &Node,
+    replace: bool,
+    force: bool,
+    timeout: Duration,
+) -> Result<(), Fail> {
+    let name = n.name.as_str();
+    let peer_url = Spec::etcd_peer_url(n);
+    let t = cx.host(name)?;
+    let tree = cx.tree(name)?;
+    let o = kubeha_apply::observe(t, tree, super::up::supervisor_binary().as_deref()).map_err(|e| Fail::Failed {
+        message: format!("cannot reach {name}: {}", error_chain(&e)),
+        help: format!("{name} must answer over SSH to join; to take it out instead: `kubeha node remove {name} --force`"),
+    })?;
+    let data_dir = cx.spec.etcd.data_dir.as_str();
+    let has_data = t
+        .run(
+            &Command::new(["test", "-d", &format!("{data_dir}/member")])
+                .sudo()
+                .allow_failure()
+                .timeout(PROBE_TIMEOUT),
+        )
+        .map(|x| x.success())
+        .map_err(|e| failed(error_chain(&e)))?;
+    let client = cx.etcd(Some(name))?;
+    let members = client
+        .member_list()
+        .map_err(etcd_failed("list etcd members (no other member answered)"))?;
+    let plan = membership::plan_join(&members, name, &peer_url, has_data, replace).map_err(|b| Fail::Refused {
+        message: format!("cannot join {name}: {b}"),
+        help: "remove that member with `kubeha etcd forget` (or start its host), then run this again".into(),
+    })?;
+    if plan.nothing {
+        cx.log.say(
+            name,
+            "already a voting etcd member with its data on the host; nothing to do for etcd",
+        );
+        return Ok(());
+    }
+    let mut stopped = false;
+    if let Some(old) = &plan.remove {
+        let check = guard(cx, name, &client, &members, &old.id, force).map_err(|c| Fail::Refused {
+            message: format!("refusing to remove the old member {}: {c}", describe(old)),
+            help: "bring the other members back first, or pass --force to remove it anyway (the cluster then stops accepting writes until quorum is back)".into(),
+        })?;
+        if plan.wipe {
+            stop_unit(cx, &o.manager, t, name, "etcd.service");
+            stopped = true;
+        }
+        with_retry(
+            cx,
+            name,
+            &format!("remove the old member {}", describe(old)),
+            || client.member_remove(&old.id),
+        )?;
+        cx.log.say(
+            name,
+            format!(
+                "removed the old etcd member {}{}",
+                describe(old),
+                check.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        );
+    }
+    if plan.wipe {
+        if !stopped {
+            stop_unit(cx, &o.manager, t, name, "etcd.service");
+        }
+        if !membership::is_safe_data_dir(data_dir) {
+            return Err(failed(format!(
+                "refusing to wipe the etcd data dir {data_dir:?}: not a dedicated directory"
+            )));
+        }
+        t.run(
+            &Command::new(["rm", "-rf", data_dir])
+                .sudo()
+                .timeout(Duration::from_secs(60)),
+        )
+        .map_err(|e| failed(error_chain(&e)))?;
+        cx.log
+            .say(name, format!("wiped the etcd data dir {data_dir}"));
+    }
+    if plan.add {
+        let m = with_retry(
+            cx,
+            name,
+            &format!("add {name} ({peer_url}) as a learner"),
+            || client.member_add(std::slice::from_ref(&peer_url), true),
+        )?;
+        cx.log
+            .say(name, format!("added as etcd learner {} ({peer_url})", m.id));
+    }
+    let env = tree
+        .files
+        .iter()
+        .find(|f| f.path == ENV_PATH)
+        .ok_or_else(|| failed(format!("no {ENV_PATH} rendered for {name}")))?;
+    if plan.start_existing {
+        let now = client
+            .member_list()
+            .map_err(etcd_failed("list etcd members"))?;
+        let initial = kubeha_etcd::membership::initial_cluster(&now, name, &peer_url);
+        let joined = membership::join_env(&env.content, &initial).ok_or_else(|| {
+            failed(format!(
+                "{ENV_PATH} rendered for {name} has no --initial-cluster flags"
+            ))
+        })?;
+        let uploads: Vec<UploadFile<'_>> = tree
+            .files
+            .iter()
+            .map(|f| UploadFile {
+                path: &f.path,
+                content: if f.path == ENV_PATH {
+                    joined.as_bytes()
+                } else {
+                    f.content.as_bytes()
+                },
+                mode: f.mode,
+                owner: &f.owner,
+            })
+            .collect();
+        upload_many(t, &uploads, Duration::from_secs(60)).map_err(|e| failed(error_chain(&e)))?;
+        o.manager.reload(t).map_err(|e| failed(error_chain(&e)))?;
+        cx.log.say(name, format!("wrote {} file(s); etcd starts with --initial-cluster-state=existing --initial-cluster={initial}", uploads.len()));
+        o.manager
+            .start(t, "etcd.service")
+            .map_err(|e| failed(format!("cannot start etcd on {name}: {}", error_chain(&e))))?;
+        cx.log.say(name, "started etcd.service");
+    } else if !o
+        .facts
+        .services
+        .get("etcd.service")
+        .copied()
+        .unwrap_or(false)
+    {
+        o.manager
+            .start(t, "etcd.service")
+            .map_err(|e| failed(format!("cannot start etcd on {name}: {}", error_chain(&e))))?;
+        cx.log
+            .say(name, "started etcd.service (learner with its data)");
+    }
+    promote(cx, &client, name, &peer_url, timeout)?;
+    // etcd reads --initial-cluster* only when its data dir is empty: the rendered file is now
+    // equivalent, so it is written without a restart and `kubeha up` agrees.
+    t.upload(ENV_PATH, env.content.as_bytes(), env.mode, &env.owner)
+        .map_err(|e| failed(error_chain(&e)))?;
+    refresh_env(cx, cx.spec, Some(name));
+    Ok(())
+}
+
+fn promote(
+    cx: &Cx<'_>,
+    client: &Client,
+    name: &str,
+    peer_url: &str,
+    timeout: Duration,
+) -> Result<(), Fail> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < timeout {
+        let members = client
+            .member_list()
+            .map_err(etcd_failed("list etcd members"))?;
+        let Some(m) = membership::member_of(&members, name, Some(peer_url)) else {
+            return Err(failed(format!(
+                "{name} ({peer_url}) is no longer an etcd member"
+            )));
+        };
+        if !m.is_learner {
+            cx.log.say(
+                name,
+                format!(
+                    "voting etcd member {} ({:.1}s)",
+                    m.id,
+                    start.elapsed().as_secs_f64()
+                ),
+            );
+            return Ok(());
+        }
+        match client.member_promote(&m.id) {
+            Ok(()) => {
+                cx.log.say(
+                    name,
+                    format!(
+                        "caught up; promoted learner {} to a voting member ({:.1}s)",
+                        m.id,
+                        start.elapsed().as_secs_f64()
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) => last = error_chain(&e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(Fail::Failed {
+        message: format!(
+            "{name} did not catch up within {}s: {last}",
+            timeout.as_secs()
+        ),
+        help: format!(
+            "it stays a learner (no vote, quorum unchanged); check its etcd log, then `kubeha etcd promote {name}`, or take it out with `kubeha node remove {name}`"
+        ),
+    })
+}
+
+fn stop_unit(cx: &Cx<'_>, manager: &ServiceManager, t: &dyn Transport, node: &str, unit: &str) {
+    match manager.stop(t, unit) {
+        Ok(()) => cx.log.say(node, format!("stopped {unit}")),
+        Err(e) => cx
+            .log
+            .say(node, format!("stop {unit}: {}", error_chain(&e))),
+    }
+}
+
+/// Writes `spec`'s etcd environment file to the other members where it differs only in the
+/// `--initial-cluster*` flags (read only on a member's first start: no restart), so that a
+/// grown or shrunk membership does not make `kubeha up` restart every member at once.
+fn refresh_env(cx: &Cx<'_>, spec: &Spec, skip: Option<&str>) {
+    let members: Vec<&Node> = spec
+        .etcd_members()
+        .into_iter()
+        .filter(|n| Some(n.name.as_str()) != skip)
+        .collect();
+    let _ = for_each_host(members, 8, |n| {
+        let Ok(t) = cx.host(&n.name) else {
+            return Ok::<_, ()>(());
+        };
+        let Ok(tree) = kubeha_render::render_host(Ctx::new(spec, &cx.materials), n) else {
+            return Ok(());
+        };
+        let Some(env) = tree.files.iter().find(|f| f.path == ENV_PATH) else {
+            return Ok(());
+        };
+        let current = match t.read(ENV_PATH) {
+            Ok(Some(c)) => String::from_utf8_lossy(&c).to_string(),
+            _ => return Ok(()),
+        };
+        if current != env.content
+            && membership::only_initial_cluster_differs(&current, &env.content)
+        {
+            match t.upload(ENV_PATH, env.content.as_bytes(), env.mode, &env.owner) {
+                Ok(()) => cx.log.say(
+                    &n.name,
+                    "updated --initial-cluster in etcd.env (read only on first start: no restart)",
+                ),
+                Err(e) => cx.log.say(
+                    &n.name,
+                    format!("could not update etcd.env: {}", error_chain(&e)),
+                ),
+            }
+        }
+        Ok(())
+    });
+}
+
+fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
+    let n = cx.spec.node(name);
+    let peer_url = n.map(Spec::etcd_peer_url);
+    // Does the host answer? Bounded; nothing below waits on a host that does not.
+    let reachable = match n.and_then(|n| cx.hosts.get(&n.name)) {
+        Some(t) => match t.run(&Command::new(["true"]).timeout(PROBE_TIMEOUT)) {
+            Ok(_) => true,
+            Err(e) if force => {
+                cx.log.say(
+                    name,
+                    format!(
+                        "does not answer over SSH ({}); going on without it (--force)",
+                        error_chain(&e)
+                    ),
+                );
+                false
+            }
+            Err(e) => {
+                return Err(Fail::Refused {
+                    message: format!("{name} does not answer over SSH: {}", error_chain(&e)),
+                    help: format!(
+                        "if it is gone for good: `kubeha node remove {name} --force` removes it from the cluster without contacting it"
+                    ),
+                });
+            }
+        },
+        None => false,
+    };
+    let is_etcd = n.is_none_or(|n| cx.spec.is_etcd_member(n));
+    if is_etcd && !cx.spec.etcd_members().is_empty() {
+        let client = cx.etcd(Some(name))?;
+        let members = client
+            .member_list()
+            .map_err(etcd_failed("list etcd members (no other member answered)"))?;
+        match membership::member_of(&members, name, peer_url.as_deref()) {
+            Some(target) => {
+                let check = guard(cx, name, &client, &members, &target.id, force).map_err(|c| Fail::Refused {
+                    message: format!("refusing to remove etcd member {}: {c}", describe(target)),
+                    help: "bring the unhealthy members back (or replace them) first; --force removes it anyway and the cluster stops accepting writes until quorum is back".into(),
+                })?;
+                with_retry(
+                    cx,
+                    name,
+                    &format!("remove etcd member {}", describe(target)),
+                    || client.member_remove(&target.id),
+                )?;
+                cx.log.say(
+                    name,
+                    format!(
+                        "removed etcd member {}{}",
+                        describe(target),
+                        check.map(|c| format!(" ({c})")).unwrap_or_default()
+                    ),
+                );
+            }
+            None => cx.log.say(
+                name,
+                "not an etcd member (already removed); membership unchanged",
+            ),
+        }
+        // The remaining members' rendered flags once the node leaves the file.
+        let mut future = cx.spec.clone();
+        future.nodes.retain(|x| x.name != name);
+        refresh_env(cx, &future, Some(name));
+    } else if n.is_none() {
+        return Err(Fail::Refused {
+            message: format!("no node or etcd member {name:?}"),
+            help: "name a node of the cluster file or an etcd member".into(),
+        });
+    }
+    if let Some(n) = n {
+        let tree = cx.tree(&n.name)?;
+        if reachable {
+            clean_host(cx, n, tree).map_err(failed)?;
+        } else {
+            Cx::push(&cx.not_cleaned, unclean_text(cx.spec, tree));
+        }
+        if n.has(kubeha_spec::Role::ControlPlane) || n.has(kubeha_spec::Role::Worker) {
+            Cx::push(
+                &cx.warnings,
+                format!(
+                    "kubeha does not manage Kubernetes objects yet: run `kubectl delete node {name}` where the API server runs"
+                ),
+            );
+        }
+        for line in file_lines(cx.source, name) {
+            Cx::push(
+                &cx.next,
+                format!("delete from {}: {line}", cx.g.file.display()),
+            );
+        }
+    }
+    Cx::push(
+        &cx.next,
+        "kubeha up   (LB backends and the etcd proxies follow the cluster file)".into(),
+    );
+    Ok(())
+}
+
+fn unclean_text(spec: &Spec, tree: &HostTree) -> String {
+    let paths = membership::reset_paths(spec, tree);
+    format!(
+        "{}: services {} still configured; {} path(s) left: {}",
+        tree.node,
+        if tree.services.is_empty() {
+            "(none)".into()
+        } else {
+            tree.services.join(", ")
+        },
+        paths.len(),
+        paths.join(" ")
+    )
+}
+
+/// Stops the host's services and removes kubeha's files there (guide 000's reset list).
+fn clean_host(cx: &Cx<'_>, n: &Node, tree: &HostTree) -> Result<(), String> {
+    let t = cx
+        .host(&n.name)
+        .map_err(|_| format!("no SSH transport for {}", n.name))?;
+    let o = kubeha_apply::observe(t, tree, super::up::supervisor_binary().as_deref())
+        .map_err(|e| format!("{}: {}", n.name, error_chain(&e)))?;
+    for unit in membership::stop_order(tree) {
+        if o.facts.services.get(&unit).copied().unwrap_or(false) {
+            stop_unit(cx, &o.manager, t, &n.name, &unit);
+        }
+    }
+    let paths = membership::reset_paths(cx.spec, tree);
+    t.run(
+        &Command::new(["rm", "-rf"])
+            .args(paths.iter().cloned())
+            .sudo()
+            .timeout(Duration::from_secs(60)),
+    )
+    .map_err(|e| format!("{}: {}", n.name, error_chain(&e)))?;
+    o.manager
+        .reload(t)
+        .map_err(|e| format!("{}: {}", n.name, error_chain(&e)))?;
+    cx.log.say(
+        &n.name,
+        format!(
+            "removed {} path(s): kubeha's files, /etc/kubernetes/pki, manifests{}",
+            paths.len(),
+            if paths.contains(&cx.spec.etcd.data_dir) {
+                ", the etcd data dir"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(())
+}
+
+/// The cluster-file lines of node `name`, numbered, for the user to delete.
+fn file_lines(source: &str, name: &str) -> Vec<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let is_name = |l: &str| {
+        let l = l
+            .trim_start()
+            .trim_start_matches("- ")
+            .trim_start_matches('{')
+            .trim_start();
+        l.strip_prefix("name:").is_some_and(|r| {
+            r.trim_start()
+                .trim_matches(|c| c == '"' || c == '\'')
+                .starts_with(name)
+                && r.trim_start().trim_matches(|c| c == '"' || c == '\'')[name.len()..]
+                    .starts_with([',', ' ', '}', '"', '\''])
+                || r.trim().trim_matches(|c| c == '"' || c == '\'') == name
+        })
+    };
+    let Some(i) = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with('-') && is_name(l))
+    else {
+        return vec![];
+    };
+    let first = lines[i];
+    let mut out = vec![format!("line {}: {}", i + 1, first.trim_end())];
+    if !first.contains('{') {
+        let indent = first.len() - first.trim_start().len();
+        for (j, l) in lines.iter().enumerate().skip(i + 1) {
+            let ind = l.len() - l.trim_start().len();
+            if l.trim().is_empty() || ind <= indent {
+                break;
+            }
+            out.push(format!("line {}: {}", j + 1, l.trim_end()));
+        }
+    }
+    out
+}
+
+fn reset_hosts(cx: &Cx<'_>, nodes: &[String], all: bool) -> Result<(), Fail> {
+    let selected: Vec<&Node> = nodes.iter().filter_map(|n| cx.spec.node(n)).collect();
+    let results = for_each_host(selected, 16, |n| {
+        let tree = cx
+            .tree(&n.name)
+            .map_err(|_| format!("nothing rendered for {}", n.name))?;
+        clean_host(cx, n, tree)
+    });
+    let mut bad = Vec::new();
+    for (n, r) in results {
+        if let Err(e) = r {
+            cx.log.say(&n.name, format!("not reset: {e}"));
+            if let Ok(tree) = cx.tree(&n.name) {
+                Cx::push(&cx.not_cleaned, unclean_text(cx.spec, tree));
+            }
+            bad.push(n.name.clone());
+        } else if !all && cx.spec.is_etcd_member(n) {
+            Cx::push(
+                &cx.warnings,
+                format!(
+                    "{}: its etcd member is still in the membership; `kubeha node remove {}` takes it out (or `kubeha node add {}` re-joins it)",
+                    n.name, n.name, n.name
+                ),
+            );
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{} host(s) not reset: {}",
+            bad.len(),
+            bad.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lines_to_delete_are_found_in_flow_and_block_style() {
+        let src = "nodes:\n  - { name: etcd-1, address: 198.18.0.11, roles: [etcd] }\n  - { name: etcd-10, address: 198.18.0.20, roles: [etcd] }\n  - name: wn-1\n    address: 198.18.0.31\n    roles: [worker]\n  - name: wn-2\n    address: 198.18.0.32\n";
+        assert_eq!(
+            file_lines(src, "etcd-1"),
+            vec!["line 2:   - { name: etcd-1, address: 198.18.0.11, roles: [etcd] }"]
+        );
+        assert_eq!(file_lines(src, "etcd-10").len(), 1);
+        assert_eq!(
+            file_lines(src, "wn-1"),
+            vec![
+                "line 4:   - name: wn-1",
+                "line 5:     address: 198.18.0.31",
+                "line 6:     roles: [worker]"
+            ]
+        );
+        assert!(file_lines(src, "wn-9").is_empty());
+    }
+}
