@@ -1283,8 +1283,14 @@ fn down_lab(id: &str, opts: &LabOptions) -> Result<DownReport, LabError> {
         left
     };
     let mut left = Vec::new();
-    let clean = sys::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+    let clean = sys::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
         left = leftovers();
+        // A process that entered a namespace while the first sweep ran (a dying sshd's
+        // child, a late `nsenter`) is swept again rather than reported.
+        if left.iter().any(|l| l.starts_with("process ")) {
+            sys::kill_namespace_members(&ns_ids);
+            left = leftovers();
+        }
         if left.iter().any(|l| l.starts_with("link ")) {
             for l in sys::links()
                 .into_iter()
