@@ -101,15 +101,12 @@ pub fn haproxy_cfg(spec: &Spec, node: &Node) -> Result<String, fmt::Error> {
          defaults\n    log global\n    mode tcp\n    option tcplog\n    option dontlognull\n    \
          timeout connect 5s\n    timeout client 50s\n    timeout server 50s\n    timeout check 5s\n\n",
     );
-    writeln!(s, "frontend k8s-api")?;
-    writeln!(s, "    bind {}", bind_any(vip, spec.endpoint.port))?;
-    writeln!(s, "    # watches stay open for a long time")?;
-    writeln!(s, "    timeout client 2h")?;
-    writeln!(s, "    default_backend k8s-api-backend")?;
-    writeln!(s)?;
-    writeln!(s, "backend k8s-api-backend")?;
-    writeln!(s, "    balance roundrobin")?;
-    writeln!(s, "    timeout server 2h")?;
+    long_lived_tcp(
+        &mut s,
+        "k8s-api",
+        &bind_any(vip, spec.endpoint.port),
+        "watches",
+    )?;
     writeln!(
         s,
         "    # ready API servers only: HTTPS GET /readyz (anonymous, certificate not verified)"
@@ -147,6 +144,20 @@ pub fn haproxy_cfg(spec: &Spec, node: &Node) -> Result<String, fmt::Error> {
     Ok(s)
 }
 
+/// A TCP frontend `<name>` on `bind` and the head of its backend `<name>-backend`, with the
+/// 2 h timeouts that long-lived watches need; the caller adds checks and servers.
+fn long_lived_tcp(s: &mut String, name: &str, bind: &str, what: &str) -> Result<(), fmt::Error> {
+    writeln!(s, "frontend {name}")?;
+    writeln!(s, "    bind {bind}")?;
+    writeln!(s, "    # {what} stay open for a long time")?;
+    writeln!(s, "    timeout client 2h")?;
+    writeln!(s, "    default_backend {name}-backend")?;
+    writeln!(s)?;
+    writeln!(s, "backend {name}-backend")?;
+    writeln!(s, "    balance roundrobin")?;
+    writeln!(s, "    timeout server 2h")
+}
+
 /// `loadBalancer.etcdPort`'s frontend and backend (see the module docs), then a blank line.
 fn etcd_frontend(
     s: &mut String,
@@ -154,15 +165,7 @@ fn etcd_frontend(
     vip: Option<IpAddr>,
     port: u16,
 ) -> Result<(), fmt::Error> {
-    writeln!(s, "frontend etcd")?;
-    writeln!(s, "    bind {}", bind_any(vip, port))?;
-    writeln!(s, "    # etcd watches stay open for a long time")?;
-    writeln!(s, "    timeout client 2h")?;
-    writeln!(s, "    default_backend etcd-backend")?;
-    writeln!(s)?;
-    writeln!(s, "backend etcd-backend")?;
-    writeln!(s, "    balance roundrobin")?;
-    writeln!(s, "    timeout server 2h")?;
+    long_lived_tcp(s, "etcd", &bind_any(vip, port), "etcd watches")?;
     writeln!(
         s,
         "    # TLS passes through: a member is up when its client port accepts connections"

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kubeha_pki::{CaId, LeafId, LeafKind, StateView};
+use kubeha_pki::StateView;
 use kubeha_spec::{Role, Spec};
 use kubeha_transport::{Command, SshTransport, Transport, for_each_host};
 use serde::Serialize;
@@ -182,29 +182,14 @@ fn etcd_status(spec: &Spec, view: &StateView) -> EtcdStatus {
         error: Some(e),
         ..Default::default()
     };
-    let Some(first) = members.first() else {
-        return fail("no etcd members in the cluster file".into());
-    };
-    let tls = match (
-        view.ca_cert(CaId::Etcd),
-        view.leaf(&LeafId::new(&first.name, LeafKind::EtcdHealthcheckClient)),
-    ) {
-        (Ok(ca), Ok(pair)) => kubeha_etcd::TlsMaterial {
-            ca_pem: ca,
-            cert_pem: pair.cert_pem,
-            key_pem: pair.key_pem,
-        },
-        (Err(e), _) | (_, Err(e)) => {
+    let client = match super::etcd::client_from_state(spec, view, Duration::from_secs(2)) {
+        Ok(c) => c,
+        Err(e) => {
             return fail(format!(
                 "{} (run `kubeha up` or `kubeha render` first)",
                 kubeha_etcd::error_chain(&e)
             ));
         }
-    };
-    let endpoints: Vec<String> = members.iter().map(|n| Spec::etcd_client_url(n)).collect();
-    let client = match kubeha_etcd::Client::new(endpoints, &tls, Duration::from_secs(2)) {
-        Ok(c) => c,
-        Err(e) => return fail(kubeha_etcd::error_chain(&e)),
     };
     let list = match client.member_list() {
         Ok(l) => l,

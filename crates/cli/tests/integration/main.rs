@@ -7,6 +7,7 @@ mod certs;
 mod cli;
 mod kubeconfig;
 mod lab;
+mod labkit;
 mod node;
 mod render;
 mod restore;

@@ -17,37 +17,7 @@ use crate::harness::Sandbox;
 
 /// `etcds` etcd members, 2 LBs with a VIP, `cps` control planes.
 fn spec_text(name: &str, net: u8, etcds: &[u8], cps: usize) -> String {
-    let mut nodes = String::new();
-    for i in etcds {
-        nodes.push_str(&format!(
-            "  - {{ name: etcd-{i}, address: 198.18.{net}.1{i}, roles: [etcd] }}\n"
-        ));
-    }
-    nodes.push_str(&format!(
-        "  - {{ name: lb-1, address: 198.18.{net}.101, roles: [lb], lbPriority: 101 }}\n"
-    ));
-    nodes.push_str(&format!(
-        "  - {{ name: lb-2, address: 198.18.{net}.102, roles: [lb], lbPriority: 100 }}\n"
-    ));
-    for i in 1..=cps {
-        nodes.push_str(&format!(
-            "  - {{ name: cp-{i}, address: 198.18.{net}.2{i}, roles: [control-plane] }}\n"
-        ));
-    }
-    format!(
-        "name: {name}
-kubernetesVersion: v1.34.2
-etcdVersion: 3.4.23
-topology: external
-controlPlaneEndpoint: 198.18.{net}.100:6443
-ssh: {{ user: root, key: lab-key }}
-networking: {{ nodeCidr: 198.18.{net}.0/24, podCidr: 198.19.0.0/16, serviceCidr: 198.18.128.0/20 }}
-loadBalancer: {{ vip: 198.18.{net}.100, interface: eth0, virtualRouterId: {net}, etcdPort: 2379 }}
-etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: /usr/bin/etcd }}
-certificates: {{ keyAlgorithm: ecdsa-p256 }}
-nodes:
-{nodes}"
-    )
+    crate::labkit::cluster_text(name, net, etcds, cps, 0)
 }
 
 /// A lab whose hosts are made from `hosts_text` (every node any step of the test uses); the
