@@ -4,14 +4,18 @@
 //! Nothing here touches the disk, the network or the clock. `kubeha render` writes the result
 //! to a directory; later, `kubeha up` uploads the very same bytes.
 
+pub mod addons;
+pub mod bootstrap;
 pub mod common;
 pub mod control_plane;
 pub mod error;
 pub mod etcd;
 pub mod file;
+pub mod images;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod lb;
+pub mod manifest;
 pub mod operator;
 pub mod provision;
 pub mod staticpod;
@@ -24,6 +28,7 @@ use kubeha_spec::{Node, Role, Spec};
 
 pub use error::{RenderError, Result};
 pub use file::HostFile;
+pub use manifest::{Bundle, Manifest, Stage};
 
 /// Inputs every renderer reads.
 #[derive(Debug, Clone, Copy)]
