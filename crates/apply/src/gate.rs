@@ -197,12 +197,32 @@ pub fn etcd_proxy(t: &dyn Transport, timeout: Duration) -> GateResult {
 
 /// `/livez` through the endpoint, where kube-apiserver can run at all.
 pub fn apiserver(spec: &Spec, t: &dyn Transport, can_run: bool, timeout: Duration) -> GateResult {
+    livez(&spec.endpoint.url(), t, can_run, timeout)
+}
+
+/// One control plane's own API server: `/livez` at its advertise address, asked on the host
+/// itself. A control plane joins only after the previous one passed this (kubeadm's rule).
+pub fn apiserver_local(
+    node: &kubeha_spec::Node,
+    t: &dyn Transport,
+    can_run: bool,
+    timeout: Duration,
+) -> GateResult {
+    livez(
+        &format!("https://{}:6443", kubeha_spec::bracket(node.address)),
+        t,
+        can_run,
+        timeout,
+    )
+}
+
+fn livez(base: &str, t: &dyn Transport, can_run: bool, timeout: Duration) -> GateResult {
     if !can_run {
         return GateResult::NotVerifiable(
             "kube-apiserver not installed (no kubelet to run its static pod)".into(),
         );
     }
-    let url = format!("{}/livez", spec.endpoint.url());
+    let url = format!("{base}/livez");
     let cmd = Command::new(["curl", "-sk", "--max-time", "3", url.as_str()])
         .allow_failure()
         .timeout(Duration::from_secs(10));

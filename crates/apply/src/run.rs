@@ -68,6 +68,8 @@ pub struct PhaseReport {
     pub files_changed: usize,
     pub started: Vec<String>,
     pub restarted: Vec<String>,
+    /// `node/unit` reloaded in place (established connections kept).
+    pub reloaded: Vec<String>,
     pub notes: Vec<String>,
     pub gate: Option<GateResult>,
     pub seconds: f64,
@@ -201,11 +203,28 @@ pub fn converge(
             files_changed: 0,
             started: vec![],
             restarted: vec![],
+            reloaded: vec![],
             notes: vec![],
             gate: None,
             seconds: 0.0,
         };
-        let results = for_each_host(steps.clone(), opts.parallelism, |step| {
+        // Control planes join one at a time, each behind its own API server's /livez
+        // (kubeadm's rule); the first failure stops the joins after it.
+        let control_planes = phase == Phase::ControlPlane;
+        let joined_failed: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+        let parallelism = if control_planes { 1 } else { opts.parallelism };
+        let results = for_each_host(steps.clone(), parallelism, |step| {
+            if control_planes
+                && let Some((node, _)) = joined_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+            {
+                return Ok(StepDone {
+                    notes: vec![format!("not joined: {node} failed its /livez gate")],
+                    ..StepDone::default()
+                });
+            }
             let t = hosts
                 .get(&step.node)
                 .ok_or_else(|| TransportError::Invalid {
@@ -220,7 +239,21 @@ pub fn converge(
                     op: "apply".into(),
                     reason: "not observed".into(),
                 })?;
-            apply_step(spec, materials, t.as_ref(), o, step, progress)
+            let done = apply_step(spec, materials, t.as_ref(), o, step, progress)?;
+            if control_planes && let Some(node) = spec.node(&step.node) {
+                let can_run = !o.missing.contains("kubelet");
+                match gate::apiserver_local(node, t.as_ref(), can_run, opts.apiserver_timeout) {
+                    GateResult::Failed(detail) => {
+                        *joined_failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((step.node.clone(), detail));
+                    }
+                    GateResult::Passed(_) => {
+                        progress.host(phase, &step.node, "its API server answers /livez")
+                    }
+                    GateResult::NotVerifiable(_) => {}
+                }
+            }
+            Ok(done)
         });
         for (step, r) in results {
             match r {
@@ -233,6 +266,11 @@ pub fn converge(
                     );
                     pr.restarted.extend(
                         done.restarted
+                            .into_iter()
+                            .map(|u| format!("{}/{u}", step.node)),
+                    );
+                    pr.reloaded.extend(
+                        done.reloaded
                             .into_iter()
                             .map(|u| format!("{}/{u}", step.node)),
                     );
@@ -251,8 +289,23 @@ pub fn converge(
                 }
             }
         }
-        report.changed |=
-            pr.files_changed > 0 || !pr.started.is_empty() || !pr.restarted.is_empty();
+        if let Some((node, detail)) = joined_failed
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            pr.seconds = t0.elapsed().as_secs_f64();
+            report.phases.push(pr);
+            report.seconds = started.elapsed().as_secs_f64();
+            return Err(ApplyError::Gate {
+                phase,
+                detail: format!("{node}: {detail}; the control planes after it were not joined"),
+                report: Box::new(report),
+            });
+        }
+        report.changed |= pr.files_changed > 0
+            || !pr.started.is_empty()
+            || !pr.restarted.is_empty()
+            || !pr.reloaded.is_empty();
         let gate = run_gate(spec, materials, hosts, &by_node, phase, opts);
         if let Some(g) = &gate {
             progress.gate(phase, g);
@@ -420,6 +473,7 @@ fn combine(results: impl Iterator<Item = (String, GateResult)>) -> GateResult {
 struct StepDone {
     started: Vec<String>,
     restarted: Vec<String>,
+    reloaded: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -494,28 +548,42 @@ fn apply_step(
             )?;
         }
     }
-    let mut units: Vec<(&String, bool)> = step
+    let mut units: Vec<(&String, UnitAction)> = step
         .start
         .iter()
-        .map(|u| (u, true))
-        .chain(step.restart.iter().map(|u| (u, false)))
+        .map(|u| (u, UnitAction::Start))
+        .chain(step.restart.iter().map(|u| (u, UnitAction::Restart)))
+        .chain(step.reload.iter().map(|u| (u, UnitAction::Reload)))
         .collect();
     units.sort_by_key(|(u, _)| start_order(u));
-    for (unit, fresh) in units {
-        if fresh {
-            o.manager.start(t, unit)?;
-            done.started.push(unit.clone());
-        } else {
-            o.manager.restart(t, unit)?;
-            done.restarted.push(unit.clone());
-        }
-        progress.host(
-            step.phase,
-            &step.node,
-            &format!("{} {unit}", if fresh { "started" } else { "restarted" }),
-        );
+    for (unit, action) in units {
+        let what = match action {
+            UnitAction::Start => {
+                o.manager.start(t, unit)?;
+                done.started.push(unit.clone());
+                "started"
+            }
+            UnitAction::Restart => {
+                o.manager.restart(t, unit)?;
+                done.restarted.push(unit.clone());
+                "restarted"
+            }
+            UnitAction::Reload => {
+                o.manager.reload_unit(t, unit)?;
+                done.reloaded.push(unit.clone());
+                "reloaded"
+            }
+        };
+        progress.host(step.phase, &step.node, &format!("{what} {unit}"));
     }
     Ok(done)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UnitAction {
+    Start,
+    Restart,
+    Reload,
 }
 
 /// Start order within a host: runtime, proxy, then the rest.

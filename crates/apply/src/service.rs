@@ -9,7 +9,7 @@ use kubeha_transport::{Command, Transport, TransportError, shell_join};
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum ServiceManager {
     Systemd,
-    /// `<binary> service start|stop|status <unit>` on the host.
+    /// `<binary> service start|stop|restart|reload|status <unit>` on the host.
     Supervisor {
         binary: String,
     },
@@ -78,6 +78,19 @@ impl ServiceManager {
             ServiceManager::Systemd => Command::new(["systemctl", "restart", "--no-block", unit]),
             ServiceManager::Supervisor { binary } => {
                 Command::new([binary.as_str(), "service", "restart", unit])
+            }
+        };
+        t.run(&cmd.sudo()).map(|_| ())
+    }
+
+    /// Applies a changed config without stopping the unit: its `ExecReload` (for HAProxy,
+    /// `haproxy -c` then `SIGUSR2` to the master). Waits for the reload commands, so an
+    /// invalid config is an error here and the old process keeps running.
+    pub fn reload_unit(&self, t: &dyn Transport, unit: &str) -> Result<(), TransportError> {
+        let cmd = match self {
+            ServiceManager::Systemd => Command::new(["systemctl", "reload", unit]),
+            ServiceManager::Supervisor { binary } => {
+                Command::new([binary.as_str(), "service", "reload", unit])
             }
         };
         t.run(&cmd.sudo()).map(|_| ())

@@ -82,7 +82,9 @@ Example:
 Layout: out/<node>/... mirrors each host's filesystem; out/manifest.json lists mode, owner
 and sha256 of every file; out/_operator/ holds the admin kubeconfig, topology, address plan
 and bring-up order; out/_provision/<node>/ holds cloud-init user-data, netplan and the
-multipass command. Private keys are written 0600.")]
+multipass command; out/_cluster/ holds every object `kubeha up` creates through the
+Kubernetes API (kubeadm's bootstrap objects, kube-proxy, CoreDNS, the CNI, MetalLB), one
+YAML file per bundle in apply order. Private keys and the bootstrap token are written 0600.")]
     Render(RenderArgs),
     /// Show what `kubeha up` would change on each host, phase by phase; change nothing.
     #[command(
@@ -121,6 +123,29 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     /// Certificates on the hosts: expiry per host and file.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Every container image the cluster needs (for air-gapped mirrors), with its user.
+    #[command(after_help = "\
+Example:
+  kubeha images -f cluster.yaml
+  kubeha images -o json | jq -r '.[].image' | xargs -n1 crictl pull
+
+With `imageRepository: mirror.example/k8s` in the cluster file every image (Kubernetes',
+CoreDNS, the CNI's, MetalLB's) is taken from the mirror under the same path, and this list
+shows exactly what the mirror must hold.")]
+    Images,
+    /// Compare the live cluster with the cluster file where they must agree (the pod CIDR).
+    #[command(after_help = "\
+Example:
+  kubeha check -f cluster.yaml
+  kubeha check --kubeconfig ~/.kube/config -o json | jq '.findings[] | select(.verdict != \"agrees\")'
+
+Reads kubeadm-config (podSubnet), kube-proxy's clusterCIDR, the controller-managers'
+--cluster-cidr, every node's podCIDR and the CNI's pool (Calico's Installation or Flannel's
+net-conf.json). Exit 1 when any of them disagrees with the cluster file.")]
+    Check(CheckArgs),
+    /// Correct a live cluster whose configuration disagrees with the cluster file.
+    #[command(subcommand)]
+    Fix(FixCommand),
     /// Write the admin kubeconfig (named after the cluster), or merge it into yours.
     #[command(
         after_help = "Example:\n  kubeha kubeconfig > admin.conf\n  kubeha kubeconfig --merge     (into $KUBECONFIG's first file or ~/.kube/config, with a backup)"
@@ -145,7 +170,7 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     Service(ServiceArgs),
     /// Measure kubeha's own speed (PKI issuance, rendering, re-rendering).
     #[command(
-        after_help = "Example:\n  kubeha bench render\n  kubeha bench render --workers 1000 --key-algorithm ecdsa-p256 -o json"
+        after_help = "Example:\n  kubeha bench render\n  kubeha bench render --workers 1000 --key-algorithm ecdsa-p256 -o json\n  sudo kubeha bench day2 --runs 3"
     )]
     Bench(BenchArgs),
 }
@@ -257,6 +282,21 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "5,10,25,50")]
         hosts: Vec<usize>,
     },
+    /// Day-2 targets in a 10-host lab: replace a dead etcd member, add a worker, certs check
+    /// (cold and warm SSH); needs root.
+    ///
+    /// Lab `bench-day2` on 198.18.60.0/24 (the examples/lab.yaml shape). Each command is this
+    /// binary run as a child on a scratch cluster file and state dir. The replaced member's
+    /// host is killed (etcd killed, link down) and comes back at the same address with an
+    /// empty data dir. The lab is removed at the end, also when the run fails.
+    #[command(
+        after_help = "Example:\n  sudo kubeha bench day2\n  sudo kubeha bench day2 --runs 5 -o json"
+    )]
+    Day2 {
+        /// Runs of each measurement; median, min and max are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -308,6 +348,8 @@ pub enum ServiceAction {
     Start,
     Stop,
     Restart,
+    /// Apply a changed config in place (the unit's ExecReload=).
+    Reload,
     Status,
 }
 
@@ -319,6 +361,35 @@ pub struct UpArgs {
     /// Seconds each health gate may take before the run stops.
     #[arg(long, default_value_t = 60)]
     pub gate_timeout: u64,
+}
+
+/// How `check` and `fix` reach the API server.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Kubeconfig to use instead of the operator's admin credentials from the state dir.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Seconds each API request may take.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixCommand {
+    /// Bring the live pod CIDR to the cluster file's `networking.podCidr` (guide 000's fix).
+    #[command(after_help = "\
+Example:
+  (edit networking.podCidr in cluster.yaml)
+  kubeha fix pod-cidr -f cluster.yaml
+  kubeha up -f cluster.yaml          (controller-manager --cluster-cidr, one control plane at a time)
+  kubeha check -f cluster.yaml
+
+Updates kubeadm-config's podSubnet, kube-proxy's clusterCIDR (then restarts kube-proxy),
+Flannel's net-conf.json (then restarts Flannel). Nodes without a podCIDR get one from the
+controller-manager once its flag is fixed; a node whose podCIDR lies outside the new range
+keeps it until it is drained, deleted and re-registered: those are listed. Calico pools are
+not rewritten (the operator keeps existing pools): the steps are printed.")]
+    PodCidr(CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,14 +489,26 @@ pub enum NodeCommand {
         /// Bound in seconds on the new etcd member catching up, and on each gate.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// The machine is new under a name seen before: forget the SSH host key pinned for
+        /// this node (only), pin the one it presents now and print its fingerprint.
+        #[arg(long)]
+        new_host_key: bool,
     },
-    /// Take a node out: etcd membership first (quorum guard), then its services and files.
+    /// Take a node out: Kubernetes first (cordon, drain, delete the Node), then etcd
+    /// membership (quorum guard), then its services and files.
     Remove {
         /// Node name (still in the cluster file) or etcd member name.
         name: String,
-        /// Remove even when quorum would be lost or the host does not answer.
+        /// Remove even when quorum would be lost or the host does not answer (a dead node is
+        /// cordoned and its Node deleted without waiting for its pods).
         #[arg(long)]
         force: bool,
+        /// Seconds the drain may take (evictions respect PodDisruptionBudgets).
+        #[arg(long, default_value_t = 300)]
+        drain_timeout: u64,
+        /// Kubeconfig for the drain instead of the operator's admin credentials.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Replace a dead etcd member at the same or a new address (update the file first).
     Replace {
@@ -440,6 +523,14 @@ pub enum NodeCommand {
         /// Replace even when removing the old member would lose quorum.
         #[arg(long)]
         force: bool,
+        /// The etcd member this node takes over from when its name changed too: the old
+        /// member's name or peer URL (`https://<old address>:2380`).
+        #[arg(long, value_name = "NAME|PEER-URL")]
+        replaces: Option<String>,
+        /// The replacement machine has a new SSH host key: forget the key pinned for this
+        /// node (only), pin the one it presents now and print its fingerprint.
+        #[arg(long)]
+        new_host_key: bool,
     },
 }
 

@@ -23,6 +23,9 @@ pub enum CliError {
     /// Converging hosts failed (unreachable host, preflight, a step or a gate).
     #[error(transparent)]
     Apply(#[from] kubeha_apply::ApplyError),
+    /// A Kubernetes API request or wait failed.
+    #[error(transparent)]
+    Kube(#[from] kubeha_kube::Error),
     /// Reading or writing a file failed.
     #[error("cannot {action} {path}")]
     Io {

@@ -2,7 +2,7 @@
 //! sees half of one render and half of another.
 //!
 //! Layout: `<out>/<node>/<absolute path on the host>`, `<out>/_operator/…`,
-//! `<out>/_provision/<node>/…`, and `<out>/manifest.json` listing mode, owner, size and
+//! `<out>/_provision/<node>/…`, `<out>/_cluster/NN-<bundle>.yaml`, and `<out>/manifest.json` listing mode, owner, size and
 //! sha256 of every file. The manifest also marks the directory as kubeha's, so that a
 //! directory holding anything else is never replaced.
 

@@ -19,7 +19,7 @@ use crate::{
     error::PkiError,
     ids::CaId,
     keys::{self, Key},
-    materials::{CertPair, Materials, Secrets, ServiceAccountKeys},
+    materials::{BootstrapToken, CertPair, Materials, Secrets, ServiceAccountKeys},
     profile::{ExtKeyUsage, LeafProfile, leaf_profiles},
 };
 
@@ -251,11 +251,13 @@ pub(crate) fn service_account(key: &Key) -> ServiceAccountKeys {
     }
 }
 
-/// Fresh cluster secrets from the OS random number generator.
-pub(crate) fn new_secrets() -> Result<Secrets, PkiError> {
+/// Fresh cluster secrets from the OS random number generator; the bootstrap token is valid
+/// from `now`.
+pub(crate) fn new_secrets(now: OffsetDateTime) -> Result<Secrets, PkiError> {
     Ok(Secrets {
         keepalived_auth: random_alnum(8)?,
         etcd_cluster_token: None,
+        bootstrap_token: Some(BootstrapToken::generate(now)?),
     })
 }
 
@@ -338,6 +340,6 @@ pub fn issue_in_memory(spec: &Spec, now: OffsetDateTime) -> Result<Materials, Pk
         cas,
         leaves,
         service_account: service_account(&sa_key),
-        secrets: new_secrets()?,
+        secrets: new_secrets(now)?,
     })
 }

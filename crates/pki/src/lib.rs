@@ -24,6 +24,6 @@ pub mod store;
 pub use error::PkiError;
 pub use ids::{CaId, LeafId, LeafKind};
 pub use issue::{BACKDATE, issue_in_memory};
-pub use materials::{CertPair, Materials, Secrets, ServiceAccountKeys};
+pub use materials::{BootstrapToken, CertPair, Materials, Secrets, ServiceAccountKeys};
 pub use profile::{ExtKeyUsage, LeafProfile, leaf_ids, leaf_profile, leaf_profiles};
 pub use store::{IssueReason, IssueReport, StateView, Store, StoreOptions, open};

@@ -120,7 +120,10 @@ pub fn leaf_ids(spec: &Spec) -> Vec<LeafId> {
                 push(LeafId::new(&node.name, kind));
             }
         }
-        if node.has(Role::Worker) {
+        // With TLS bootstrap a pure worker's kubelet asks the cluster for its certificate.
+        let bootstraps = spec.worker_join == kubeha_spec::WorkerJoin::TlsBootstrap
+            && !node.has(Role::ControlPlane);
+        if node.has(Role::Worker) && !bootstraps {
             push(LeafId::new(&node.name, LeafKind::KubeletConf));
         }
     }

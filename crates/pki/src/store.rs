@@ -5,7 +5,8 @@
 //! ```text
 //! <cluster>/                       0700
 //!   lock                           held (flock) while a kubeha run uses the dir
-//!   secrets.json                   0600  generated once: {"version":1,"keepalivedAuth":"…"}
+//!   secrets.json                   0600  generated once: {"version":1,"keepalivedAuth":"…"},
+//!                                        plus the bootstrap token, renewed when it nears expiry
 //!   pki/                           0700
 //!     index.json                   0600  format version + a fingerprint per issued leaf
 //!     ca.crt  ca.key               Kubernetes CA   (ca.key.age when passphrase-encrypted)
@@ -51,7 +52,7 @@ use crate::{
     ids::{CaId, LeafId, LeafKind},
     issue::{self, Signer},
     keys::{self, Key},
-    materials::{CertPair, Materials, Secrets},
+    materials::{BootstrapToken, CertPair, Materials, Secrets},
     profile::{LeafProfile, leaf_profiles},
 };
 
@@ -148,6 +149,9 @@ pub struct IssueReport {
     pub stale: Vec<LeafId>,
     pub service_account_created: bool,
     pub secrets_created: bool,
+    /// A new bootstrap token was made: none was recorded, or the recorded one expires within
+    /// [`BootstrapToken::RENEW_BEFORE`].
+    pub bootstrap_token_issued: bool,
     /// Private keys generated in this run (CAs, leaves, service account).
     pub keys_generated: usize,
     /// Files written, plus plain CA keys removed after encryption.
@@ -184,6 +188,62 @@ struct SecretsFile {
     keepalived_auth: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     etcd_cluster_token: Option<String>,
+    /// Absent in state dirs written before kubeha made tokens; `ensure` then adds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bootstrap_token: Option<TokenFile>,
+}
+
+impl SecretsFile {
+    fn new(secrets: &Secrets) -> Self {
+        SecretsFile {
+            version: STATE_VERSION,
+            keepalived_auth: secrets.keepalived_auth.clone(),
+            etcd_cluster_token: secrets.etcd_cluster_token.clone(),
+            bootstrap_token: secrets.bootstrap_token.as_ref().map(|t| TokenFile {
+                id: t.id.clone(),
+                secret: t.secret.clone(),
+                expires: t.expires.clone(),
+            }),
+        }
+    }
+}
+
+/// The bootstrap token in `secrets.json`; a malformed one makes the file corrupt.
+#[derive(Serialize, Deserialize)]
+#[serde(try_from = "RawTokenFile")]
+struct TokenFile {
+    id: String,
+    secret: String,
+    expires: String,
+}
+
+#[derive(Deserialize)]
+struct RawTokenFile {
+    id: String,
+    secret: String,
+    expires: String,
+}
+
+impl TryFrom<RawTokenFile> for TokenFile {
+    type Error = &'static str;
+
+    fn try_from(raw: RawTokenFile) -> Result<Self, Self::Error> {
+        let token = BootstrapToken {
+            id: raw.id,
+            secret: raw.secret,
+            expires: raw.expires,
+        };
+        if !token.is_well_formed() {
+            return Err(
+                "bootstrapToken must hold id [a-z0-9]{6}, secret [a-z0-9]{16} and expires YYYY-MM-DDThh:mm:ssZ",
+            );
+        }
+        Ok(TokenFile {
+            id: token.id,
+            secret: token.secret,
+            expires: token.expires,
+        })
+    }
 }
 
 /// Opens (creating if needed) the state dir `<state_root>/<cluster>` and takes its lock.
@@ -497,8 +557,9 @@ impl Store {
     ///
     /// Loads and checks everything; creates missing CAs (never replaces one); issues missing
     /// leaves and re-issues a leaf only when its inputs changed or it expires within
-    /// [`RENEW_BEFORE`]; keeps the service-account key and secrets once made. Nothing is
-    /// written unless every existing file checks out.
+    /// [`RENEW_BEFORE`]; keeps the service-account key and secrets once made, except the
+    /// bootstrap token, replaced when missing or within [`BootstrapToken::RENEW_BEFORE`] of
+    /// expiry. Nothing is written unless every existing file checks out.
     pub fn ensure(
         &mut self,
         spec: &Spec,
@@ -667,13 +728,22 @@ impl Store {
                 .collect::<Result<_, PkiError>>()?,
             None => BTreeMap::new(),
         };
-        let secrets = match secrets_existing {
+        let mut secrets = match secrets_existing {
             Some(s) => s,
             None => {
                 report.secrets_created = true;
-                issue::new_secrets()?
+                report.bootstrap_token_issued = true;
+                issue::new_secrets(now)?
             }
         };
+        if secrets
+            .bootstrap_token
+            .as_ref()
+            .is_none_or(|t| t.needs_renewal(now))
+        {
+            secrets.bootstrap_token = Some(BootstrapToken::generate(now)?);
+            report.bootstrap_token_issued = true;
+        }
 
         // ---- 4. write: CAs, service account, leaves, secrets, index last.
         let mut batch = Batch::new();
@@ -738,13 +808,8 @@ impl Store {
                 );
             }
         }
-        if report.secrets_created {
-            let file = SecretsFile {
-                version: STATE_VERSION,
-                keepalived_auth: secrets.keepalived_auth.clone(),
-                etcd_cluster_token: secrets.etcd_cluster_token.clone(),
-            };
-            let json = Zeroizing::new(to_json(&file));
+        if report.secrets_created || report.bootstrap_token_issued {
+            let json = Zeroizing::new(to_json(&SecretsFile::new(&secrets)));
             write(self.secrets_path(), json.as_bytes(), MODE_SECRET)?;
         }
         index.version = STATE_VERSION;
@@ -875,18 +940,14 @@ impl Store {
     /// The secrets must exist (run [`Store::ensure`] first).
     pub fn set_etcd_cluster_token(&mut self, token: Option<&str>) -> Result<(), PkiError> {
         let path = self.secrets_path();
-        let Some(secrets) = self.load_secrets()? else {
+        let Some(mut secrets) = self.load_secrets()? else {
             return Err(PkiError::Read {
                 path,
                 source: io::Error::new(io::ErrorKind::NotFound, "no secrets yet"),
             });
         };
-        let file = SecretsFile {
-            version: STATE_VERSION,
-            keepalived_auth: secrets.keepalived_auth,
-            etcd_cluster_token: token.map(str::to_string),
-        };
-        let json = Zeroizing::new(to_json(&file));
+        secrets.etcd_cluster_token = token.map(str::to_string);
+        let json = Zeroizing::new(to_json(&SecretsFile::new(&secrets)));
         write_atomic(&path, json.as_bytes(), MODE_SECRET)
     }
 
@@ -911,6 +972,11 @@ impl Store {
         Ok(Some(Secrets {
             keepalived_auth: file.keepalived_auth,
             etcd_cluster_token: file.etcd_cluster_token,
+            bootstrap_token: file.bootstrap_token.map(|t| BootstrapToken {
+                id: t.id,
+                secret: t.secret,
+                expires: t.expires,
+            }),
         }))
     }
 
@@ -1150,6 +1216,125 @@ mod tests {
             p.join("operator/admin.conf.crt")
         );
         assert_eq!(store.ca_key_age_path(CaId::Etcd), p.join("etcd/ca.key.age"));
+    }
+
+    /// The stacked example cut down to one control plane, ECDSA: quick to issue.
+    fn small_spec() -> Spec {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stacked.yaml");
+        let mut spec = kubeha_spec::load(&path).unwrap().spec;
+        spec.nodes.retain(|n| n.name == "master-1");
+        spec.certificates.key_algorithm = kubeha_spec::KeyAlgorithm::EcdsaP256;
+        spec
+    }
+
+    fn t0() -> OffsetDateTime {
+        crate::materials::parse_rfc3339("2030-06-01T12:00:00Z").unwrap()
+    }
+
+    fn secrets_json(store: &Store) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(store.secrets_path()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bootstrap_token_is_made_with_the_secrets_and_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), "c", StoreOptions::default()).unwrap();
+        let (m, r) = store.ensure(&small_spec(), t0()).unwrap();
+        assert!(r.secrets_created && r.bootstrap_token_issued);
+        let token = m.secrets.bootstrap_token.clone().unwrap();
+        assert!(token.is_well_formed(), "{token:?}");
+        assert_eq!(token.expires, "2030-06-02T12:00:00Z");
+        let json = secrets_json(&store);
+        assert_eq!(json["bootstrapToken"]["id"], token.id.as_str());
+        assert_eq!(json["bootstrapToken"]["secret"], token.secret.as_str());
+        assert_eq!(json["bootstrapToken"]["expires"], token.expires.as_str());
+        assert_eq!(
+            fs::metadata(store.secrets_path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn bootstrap_token_is_kept_until_it_nears_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), "c", StoreOptions::default()).unwrap();
+        let spec = small_spec();
+        let (m1, _) = store.ensure(&spec, t0()).unwrap();
+        let before = fs::read(store.secrets_path()).unwrap();
+
+        let (m2, r) = store.ensure(&spec, t0() + Duration::hours(22)).unwrap();
+        assert!(!r.bootstrap_token_issued && r.is_noop(), "{r:?}");
+        assert_eq!(m2.secrets, m1.secrets);
+        assert_eq!(fs::read(store.secrets_path()).unwrap(), before);
+
+        let later = t0() + Duration::hours(23) + Duration::minutes(30);
+        let (m3, r) = store.ensure(&spec, later).unwrap();
+        assert!(r.bootstrap_token_issued && !r.secrets_created);
+        assert_eq!(r.files_written, vec![store.secrets_path()]);
+        let (old, new) = (
+            m1.secrets.bootstrap_token.unwrap(),
+            m3.secrets.bootstrap_token.clone().unwrap(),
+        );
+        assert_ne!(old.token(), new.token());
+        assert_eq!(new.expires, "2030-06-03T11:30:00Z");
+        assert_eq!(m3.secrets.keepalived_auth, m1.secrets.keepalived_auth);
+        assert_eq!(
+            secrets_json(&store)["bootstrapToken"]["id"],
+            new.id.as_str()
+        );
+
+        // An expired token is replaced too.
+        let (m4, r) = store.ensure(&spec, later + Duration::days(3)).unwrap();
+        assert!(r.bootstrap_token_issued);
+        assert_ne!(m4.secrets.bootstrap_token, m3.secrets.bootstrap_token);
+    }
+
+    #[test]
+    fn secrets_without_a_token_still_load_and_get_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), "c", StoreOptions::default()).unwrap();
+        let spec = small_spec();
+        store.ensure(&spec, t0()).unwrap();
+        // What kubeha wrote before it made tokens.
+        let old = r#"{"version":1,"keepalivedAuth":"Ab3dEf7h","etcdClusterToken":"c-restored"}"#;
+        fs::write(store.secrets_path(), old).unwrap();
+        let loaded = store.load_secrets().unwrap().unwrap();
+        assert_eq!(loaded.keepalived_auth, "Ab3dEf7h");
+        assert_eq!(loaded.bootstrap_token, None);
+
+        let (m, r) = store.ensure(&spec, t0()).unwrap();
+        assert!(r.bootstrap_token_issued && !r.secrets_created);
+        assert_eq!(m.secrets.keepalived_auth, "Ab3dEf7h");
+        assert_eq!(m.secrets.etcd_cluster_token.as_deref(), Some("c-restored"));
+        let json = secrets_json(&store);
+        assert_eq!(json["etcdClusterToken"], "c-restored");
+        assert!(json["bootstrapToken"]["secret"].as_str().unwrap().len() == 16);
+
+        // Setting the etcd token keeps the bootstrap token.
+        store.set_etcd_cluster_token(None).unwrap();
+        let again = store.load_secrets().unwrap().unwrap();
+        assert_eq!(again.bootstrap_token, m.secrets.bootstrap_token);
+        assert_eq!(again.etcd_cluster_token, None);
+    }
+
+    #[test]
+    fn a_malformed_token_makes_secrets_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "c", StoreOptions::default()).unwrap();
+        for token in [
+            r#"{"id":"ABCDEF","secret":"0123456789abcdef","expires":"2030-01-01T00:00:00Z"}"#,
+            r#"{"id":"abcdef","secret":"0123456789abcde","expires":"2030-01-01T00:00:00Z"}"#,
+            r#"{"id":"abcdef","secret":"0123456789abcdef","expires":"soon"}"#,
+        ] {
+            let text = format!(r#"{{"version":1,"keepalivedAuth":"x","bootstrapToken":{token}}}"#);
+            fs::write(store.secrets_path(), text).unwrap();
+            let err = store.load_secrets().unwrap_err();
+            assert!(matches!(err, PkiError::CorruptStateFile { .. }), "{err:?}");
+        }
     }
 }
 

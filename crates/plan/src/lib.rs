@@ -98,13 +98,19 @@ pub struct Step {
     pub files: Vec<FileAction>,
     /// Units to (re)start because a file they read changed.
     pub restart: BTreeSet<String>,
+    /// Running units whose changed files a reload applies without dropping established
+    /// connections (HAProxy's backends); never also in `restart` or `start`.
+    pub reload: BTreeSet<String>,
     /// Units that are not running and should be.
     pub start: BTreeSet<String>,
 }
 
 impl Step {
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.restart.is_empty() && self.start.is_empty()
+        self.files.is_empty()
+            && self.restart.is_empty()
+            && self.reload.is_empty()
+            && self.start.is_empty()
     }
 }
 
@@ -252,7 +258,51 @@ pub fn unit_for(path: &str) -> Option<&str> {
     None
 }
 
-/// Plans one host: files that differ, units to restart or start, grouped by phase.
+/// How a unit takes in a changed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Apply {
+    /// Stop and start: established connections are dropped.
+    Restart,
+    /// `systemctl reload` (the unit's `ExecReload`): the running service re-reads it.
+    Reload,
+}
+
+/// What a change of `path` does to its unit, if it has one.
+///
+/// HAProxy configs (the LBs' `haproxy.cfg`, the control planes' etcd-proxy config) reload:
+/// both units run HAProxy in master-worker mode (`-Ws`) with `ExecReload` = `haproxy -c`
+/// then `SIGUSR2` to the master, which starts new workers on the new config while the old
+/// ones finish their established connections (etcd watches, API watches); an invalid config
+/// fails the reload and the old one keeps serving.
+///
+/// `keepalived.conf` reloads too (`SIGHUP`): keepalived diffs the new config against the
+/// running VRRP instance (kubeha renders one, `VI_1`, whose name never changes) and keeps
+/// its state, so the MASTER keeps the VIP, while a restart moves the VIP away and back
+/// (shutdown sends priority 0). Checked in the lab with keepalived 2.2.7: a new priority
+/// and unicast peer were applied and the VIP never left the MASTER (`tests/integration/
+/// reload.rs`).
+///
+/// A unit file or a drop-in always restarts: a new command line needs a new process.
+pub fn apply_for(path: &str) -> Option<(&str, Apply)> {
+    let unit = unit_for(path)?;
+    let reloads = path.starts_with("/etc/haproxy/")
+        || path.starts_with(ETCD_PROXY_DIR)
+        || path.starts_with("/etc/keepalived/");
+    Some((
+        unit,
+        if reloads {
+            Apply::Reload
+        } else {
+            Apply::Restart
+        },
+    ))
+}
+
+/// The etcd proxy's config directory (the unit file itself lives elsewhere).
+const ETCD_PROXY_DIR: &str = "/etc/kubernetes/etcd-proxy/";
+
+/// Plans one host: files that differ, units to restart, reload or start, grouped by phase.
 pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -> Vec<Step> {
     let mut steps: BTreeMap<Phase, Step> = BTreeMap::new();
     fn step<'a>(steps: &'a mut BTreeMap<Phase, Step>, node: &Node, phase: Phase) -> &'a mut Step {
@@ -261,6 +311,7 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
             phase,
             files: vec![],
             restart: BTreeSet::new(),
+            reload: BTreeSet::new(),
             start: BTreeSet::new(),
         })
     }
@@ -277,9 +328,12 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
         if let Some(change) = change {
             let s = step(&mut steps, node, phase);
             if change != Change::Mode
-                && let Some(u) = unit_for(&f.path).filter(|u| host_units.contains(u))
+                && let Some((u, how)) = apply_for(&f.path).filter(|(u, _)| host_units.contains(u))
             {
-                s.restart.insert(u.to_string());
+                match how {
+                    Apply::Restart => s.restart.insert(u.to_string()),
+                    Apply::Reload => s.reload.insert(u.to_string()),
+                };
             }
             s.files.push(FileAction {
                 path: f.path.clone(),
@@ -293,8 +347,14 @@ pub fn plan_host(spec: &Spec, node: &Node, tree: &HostTree, facts: &HostFacts) -
             let phase = unit_phase(spec, node, tree, unit);
             let s = step(&mut steps, node, phase);
             s.restart.remove(unit);
+            s.reload.remove(unit);
             s.start.insert(unit.clone());
         }
+    }
+    // A restart (a changed unit file) applies the changed config as well.
+    for s in steps.values_mut() {
+        let restarted = s.restart.clone();
+        s.reload.retain(|u| !restarted.contains(u));
     }
     steps.into_values().filter(|s| !s.is_empty()).collect()
 }
@@ -392,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn converged_host_plans_nothing_and_a_changed_config_restarts_its_unit() {
+    fn converged_host_plans_nothing_and_a_changed_haproxy_config_reloads_its_unit() {
         let s = spec();
         let lb = &s.nodes[1];
         let f = HostFile::public("/etc/haproxy/haproxy.cfg", "cfg");
@@ -420,8 +480,9 @@ mod tests {
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].phase, Phase::LoadBalancer);
         assert_eq!(steps[0].files[0].change, Change::Update);
-        assert!(steps[0].restart.contains("haproxy.service"));
-        // Mode drift alone fixes the mode without a restart.
+        assert!(steps[0].reload.contains("haproxy.service"));
+        assert!(steps[0].restart.is_empty(), "a reload keeps connections");
+        // Mode drift alone fixes the mode without a restart or reload.
         facts.files.insert(
             f.path.clone(),
             Some(ObservedFile {
@@ -432,7 +493,125 @@ mod tests {
         );
         let steps = plan_host(&s, lb, &t, &facts);
         assert_eq!(steps[0].files[0].change, Change::Mode);
+        assert!(steps[0].restart.is_empty() && steps[0].reload.is_empty());
+    }
+
+    fn observed(content: &str) -> Option<ObservedFile> {
+        Some(ObservedFile {
+            sha256: sha256_hex(content.as_bytes()),
+            mode: 0o644,
+            owner: "root:root".into(),
+        })
+    }
+
+    #[test]
+    fn apply_for_maps_each_config_to_its_unit_and_how() {
+        let cases = [
+            ("/etc/haproxy/haproxy.cfg", "haproxy.service", Apply::Reload),
+            (
+                "/etc/kubernetes/etcd-proxy/haproxy.cfg",
+                "kubeha-etcd-proxy.service",
+                Apply::Reload,
+            ),
+            (
+                "/etc/systemd/system/kubeha-etcd-proxy.service",
+                "kubeha-etcd-proxy.service",
+                Apply::Restart,
+            ),
+            (
+                "/etc/systemd/system/haproxy.service.d/10-kubeha.conf",
+                "haproxy.service",
+                Apply::Restart,
+            ),
+            (
+                "/etc/keepalived/keepalived.conf",
+                "keepalived.service",
+                Apply::Reload,
+            ),
+            ("/etc/etcd/etcd.env", "etcd.service", Apply::Restart),
+            (
+                "/etc/containerd/config.toml",
+                "containerd.service",
+                Apply::Restart,
+            ),
+        ];
+        for (path, unit, how) in cases {
+            assert_eq!(apply_for(path), Some((unit, how)), "{path}");
+        }
+        assert_eq!(apply_for("/etc/kubernetes/admin.conf"), None);
+    }
+
+    #[test]
+    fn proxy_config_reloads_but_a_changed_unit_file_restarts_and_a_stopped_unit_starts() {
+        let s = spec();
+        let c1 = &s.nodes[3];
+        let cfg = HostFile::public("/etc/kubernetes/etcd-proxy/haproxy.cfg", "new");
+        let unit = HostFile::public("/etc/systemd/system/kubeha-etcd-proxy.service", "unit");
+        let t = tree(
+            "c1",
+            vec![cfg.clone(), unit.clone()],
+            &["kubeha-etcd-proxy.service"],
+        );
+        let mut facts = HostFacts::default();
+        facts.files.insert(cfg.path.clone(), observed("old"));
+        facts.files.insert(unit.path.clone(), observed("unit"));
+        facts
+            .services
+            .insert("kubeha-etcd-proxy.service".into(), true);
+        // Only the config changed: a reload, in the etcd-proxy phase.
+        let steps = plan_host(&s, c1, &t, &facts);
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].phase, Phase::EtcdProxy);
+        assert_eq!(
+            steps[0].reload.iter().collect::<Vec<_>>(),
+            ["kubeha-etcd-proxy.service"]
+        );
         assert!(steps[0].restart.is_empty());
+        // The unit file changed too: one restart, no reload on top.
+        facts.files.insert(unit.path.clone(), observed("old unit"));
+        let steps = plan_host(&s, c1, &t, &facts);
+        assert_eq!(
+            steps[0].restart.iter().collect::<Vec<_>>(),
+            ["kubeha-etcd-proxy.service"]
+        );
+        assert!(steps[0].reload.is_empty(), "{:?}", steps[0]);
+        // Not running: a start, neither reload nor restart.
+        facts.files.insert(unit.path.clone(), observed("unit"));
+        facts
+            .services
+            .insert("kubeha-etcd-proxy.service".into(), false);
+        let steps = plan_host(&s, c1, &t, &facts);
+        assert!(steps[0].start.contains("kubeha-etcd-proxy.service"));
+        assert!(steps[0].reload.is_empty() && steps[0].restart.is_empty());
+    }
+
+    #[test]
+    fn lb_configs_reload_and_only_units_the_host_runs() {
+        let s = spec();
+        let lb = &s.nodes[1];
+        let h = HostFile::public("/etc/haproxy/haproxy.cfg", "h2");
+        let k = HostFile::secret("/etc/keepalived/keepalived.conf", "k2");
+        let t = tree(
+            "lb1",
+            vec![h.clone(), k.clone()],
+            &["haproxy.service", "keepalived.service"],
+        );
+        let mut facts = HostFacts::default();
+        facts.files.insert(h.path.clone(), observed("h1"));
+        facts.files.insert(k.path.clone(), observed("k1"));
+        facts.services.insert("haproxy.service".into(), true);
+        facts.services.insert("keepalived.service".into(), true);
+        let steps = plan_host(&s, lb, &t, &facts);
+        assert_eq!(steps.len(), 1);
+        assert_eq!(
+            steps[0].reload.iter().collect::<Vec<_>>(),
+            ["haproxy.service", "keepalived.service"]
+        );
+        assert!(steps[0].restart.is_empty());
+        // A unit the host does not run is neither reloaded nor restarted.
+        let t = tree("lb1", vec![h.clone()], &[]);
+        let steps = plan_host(&s, lb, &t, &facts);
+        assert!(steps[0].reload.is_empty() && steps[0].restart.is_empty());
     }
 
     #[test]

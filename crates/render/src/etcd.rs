@@ -495,6 +495,7 @@ mod tests {
             secrets: Secrets {
                 keepalived_auth: "Pw4Test1".into(),
                 etcd_cluster_token: None,
+                bootstrap_token: None,
             },
         }
     }

@@ -86,11 +86,22 @@ pub struct NamedUser {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Base64 of the client certificate PEM.
-    #[serde(rename = "client-certificate-data")]
+    #[serde(
+        rename = "client-certificate-data",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub client_certificate_data: String,
     /// Base64 of the client key PEM.
-    #[serde(rename = "client-key-data")]
+    #[serde(
+        rename = "client-key-data",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub client_key_data: String,
+    /// A bearer token instead of a certificate (`bootstrap-kubelet.conf`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 impl Kubeconfig {
@@ -127,6 +138,7 @@ impl Kubeconfig {
                 user: User {
                     client_certificate_data: STANDARD.encode(&client.cert_pem),
                     client_key_data: STANDARD.encode(&client.key_pem),
+                    token: String::new(),
                 },
             }],
         }
@@ -192,6 +204,49 @@ pub fn server_for(cx: Ctx<'_>, node: &Node, kind: LeafKind) -> String {
         }
         _ => cx.spec.endpoint.url(),
     }
+}
+
+/// Where a TLS-bootstrapping kubelet finds its token; it writes `kubelet.conf` itself.
+pub const BOOTSTRAP_KUBELET_CONF: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+
+/// `bootstrap-kubelet.conf` as kubeadm join writes it: cluster always named `kubernetes`
+/// (whatever the cluster name), user `tls-bootstrap-token-user` with the bootstrap token,
+/// server = the control-plane endpoint.
+pub fn bootstrap_kubelet_conf(cx: Ctx<'_>, token: &str) -> Result<HostFile> {
+    const CLUSTER: &str = "kubernetes";
+    const USER: &str = "tls-bootstrap-token-user";
+    let ca = cx.ca(kubeha_pki::CaId::Kubernetes)?;
+    let context = format!("{USER}@{CLUSTER}");
+    let conf = Kubeconfig {
+        api_version: "v1".into(),
+        kind: "Config".into(),
+        clusters: vec![NamedCluster {
+            name: CLUSTER.into(),
+            cluster: Cluster {
+                certificate_authority_data: STANDARD.encode(&ca.cert_pem),
+                server: cx.spec.endpoint.url(),
+            },
+        }],
+        contexts: vec![NamedContext {
+            name: context.clone(),
+            context: Context {
+                cluster: CLUSTER.into(),
+                user: USER.into(),
+            },
+        }],
+        current_context: context,
+        preferences: Some(Preferences {}),
+        users: vec![NamedUser {
+            name: USER.into(),
+            user: User {
+                client_certificate_data: String::new(),
+                client_key_data: String::new(),
+                token: token.into(),
+            },
+        }],
+    }
+    .for_version(cx.spec.kubernetes_version);
+    Ok(HostFile::secret(BOOTSTRAP_KUBELET_CONF, conf.to_yaml()?))
 }
 
 /// `/etc/kubernetes/<kind>.conf` for `node` (0600): its own client certificate of `kind`.

@@ -304,6 +304,7 @@ mod tests {
             secrets: Secrets {
                 keepalived_auth: AUTH.into(),
                 etcd_cluster_token: None,
+                bootstrap_token: None,
             },
         }
     }

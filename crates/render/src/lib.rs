@@ -92,7 +92,35 @@ pub fn render(spec: &Spec, materials: &Materials) -> Result<Rendered> {
     for (node, tree) in spec.nodes.iter().zip(&hosts) {
         operator.extend(provision::files(cx, node, &tree.files)?);
     }
+    for (i, bundle) in cluster_bundles(cx)?.iter().enumerate() {
+        let path = format!("{CLUSTER_DIR}/{:02}-{}.yaml", i + 1, bundle.name);
+        operator.push(if bundle.sensitive() {
+            HostFile::secret(path, bundle.yaml())
+        } else {
+            HostFile::public(path, bundle.yaml())
+        });
+    }
     Ok(Rendered { hosts, operator })
+}
+
+/// Directory of the in-cluster objects inside the output dir (one YAML file per bundle).
+pub const CLUSTER_DIR: &str = "_cluster";
+
+/// Every object `kubeha up` creates through the Kubernetes API, in the order it applies
+/// them: kubeadm's bootstrap objects, kube-proxy, CoreDNS, the CNI, MetalLB.
+pub fn cluster_bundles(cx: Ctx<'_>) -> Result<Vec<Bundle>> {
+    let spec = cx.spec;
+    let mut bundles = vec![
+        bootstrap::bundle(cx)?,
+        addons::kube_proxy::bundle(spec)?,
+        addons::coredns::bundle(spec)?,
+        match spec.cni.plugin {
+            kubeha_spec::CniPlugin::Calico => addons::calico::bundle(spec)?,
+            kubeha_spec::CniPlugin::Flannel => addons::flannel::bundle(spec)?,
+        },
+    ];
+    bundles.extend(addons::metallb::bundle(spec)?);
+    Ok(bundles)
 }
 
 /// Renders one host: the union of what its roles need, merged by path.

@@ -22,6 +22,9 @@ pub struct Manifest {
     pub object: serde_json::Value,
     /// Holds a secret (bootstrap token): never print, write 0600.
     pub sensitive: bool,
+    /// Create when absent, never update: CRDs kubeha ships as structural stubs whose owner
+    /// (the Tigera operator) replaces them with full schemas, which a re-apply must not undo.
+    pub create_only: bool,
 }
 
 impl std::fmt::Debug for Manifest {
@@ -60,10 +63,15 @@ impl Manifest {
             api_version: K::API_VERSION.to_string(),
             kind: K::KIND.to_string(),
             plural: K::URL_PATH_SEGMENT.to_string(),
-            namespace: if namespaced { meta.namespace.clone() } else { None },
+            namespace: if namespaced {
+                meta.namespace.clone()
+            } else {
+                None
+            },
             name,
             object: value,
             sensitive: K::KIND == "Secret",
+            create_only: K::KIND == "CustomResourceDefinition",
         })
     }
 
@@ -94,6 +102,7 @@ impl Manifest {
             name,
             object,
             sensitive: false,
+            create_only: false,
         })
     }
 
@@ -183,7 +192,12 @@ mod tests {
         };
         let m = Manifest::typed(&cm).expect("serializes");
         assert_eq!(
-            (m.api_version.as_str(), m.plural.as_str(), m.group(), m.version()),
+            (
+                m.api_version.as_str(),
+                m.plural.as_str(),
+                m.group(),
+                m.version()
+            ),
             ("v1", "configmaps", "", "v1")
         );
         assert_eq!(m.namespace.as_deref(), Some("kube-system"));
@@ -199,7 +213,10 @@ mod tests {
         };
         let m = Manifest::typed(&cr).expect("serializes");
         assert_eq!(m.group(), "rbac.authorization.k8s.io");
-        assert_eq!(m.namespace, None, "cluster-scoped objects have no namespace");
+        assert_eq!(
+            m.namespace, None,
+            "cluster-scoped objects have no namespace"
+        );
         assert_eq!(m.id(), "ClusterRole/kubeadm:get-nodes");
     }
 

@@ -608,6 +608,7 @@ pub(crate) mod tests {
             secrets: Secrets {
                 keepalived_auth: "secret00".into(),
                 etcd_cluster_token: None,
+                bootstrap_token: None,
             },
         }
     }

@@ -32,6 +32,7 @@ pub struct Spec {
     pub certificates: Certificates,
     pub container_runtime: ContainerRuntime,
     pub image_repository: String,
+    pub worker_join: WorkerJoin,
     pub provisioning: Provisioning,
 }
 
@@ -304,6 +305,18 @@ pub struct Cni {
 pub enum CniPlugin {
     Calico,
     Flannel,
+}
+
+/// How a worker's kubelet gets its client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WorkerJoin {
+    /// kubeha issues the certificate and writes `kubelet.conf`: no token, no CSR round trip,
+    /// the worker joins even before the controller-manager runs.
+    Certificate,
+    /// kubeadm's TLS bootstrap: `bootstrap-kubelet.conf` with the cluster's bootstrap token;
+    /// the kubelet requests its certificate and the controller-manager approves and signs it.
+    TlsBootstrap,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

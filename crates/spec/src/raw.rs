@@ -41,6 +41,8 @@ pub struct RawSpec {
     #[serde(default)]
     pub image_repository: Option<S<String>>,
     #[serde(default)]
+    pub worker_join: Option<S<String>>,
+    #[serde(default)]
     pub provisioning: Option<RawProvisioning>,
     pub nodes: S<Vec<RawNode>>,
 }

@@ -876,6 +876,22 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             e.value.clone()
         }
     };
+    let worker_join = match raw.worker_join.as_ref() {
+        None => WorkerJoin::Certificate,
+        Some(j) => match j.value.as_str() {
+            "certificate" => WorkerJoin::Certificate,
+            "tlsBootstrap" => WorkerJoin::TlsBootstrap,
+            other => {
+                cx.err(
+                    "workerJoin",
+                    Some(j),
+                    format!("unknown worker join method '{other}'"),
+                    "use 'certificate' (kubeha issues each kubelet's client certificate) or 'tlsBootstrap' (kubeadm's bootstrap token and CSR)",
+                );
+                WorkerJoin::Certificate
+            }
+        },
+    };
     let metallb = raw.metallb.as_ref().map(|m| {
         for (k, a) in m.addresses.value.iter().enumerate() {
             let field = format!("metallb.addresses[{k}]");
@@ -1229,6 +1245,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         },
         container_runtime,
         image_repository,
+        worker_join,
         provisioning,
     })
 }

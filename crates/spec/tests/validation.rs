@@ -492,3 +492,22 @@ fn etcd_port_needs_a_load_balancer_and_no_etcd_on_the_lbs() {
     // Another port is fine there.
     assert!(errors(&lb_etcd.replace("etcdPort: 2379", "etcdPort: 12379")).is_empty());
 }
+
+#[test]
+fn worker_join_defaults_to_issued_certificates() {
+    use kubeha_spec::WorkerJoin;
+    let l = load_str(BASE, Path::new("c.yaml")).expect("valid");
+    assert_eq!(l.spec.worker_join, WorkerJoin::Certificate);
+    let l = load_str(
+        &format!("workerJoin: tlsBootstrap\n{BASE}"),
+        Path::new("c.yaml"),
+    )
+    .expect("valid");
+    assert_eq!(l.spec.worker_join, WorkerJoin::TlsBootstrap);
+    one_error(
+        &format!("workerJoin: token\n{BASE}"),
+        "workerJoin",
+        1,
+        "unknown worker join method 'token'",
+    );
+}

@@ -120,6 +120,16 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// kubeha's known-hosts file could not be read or rewritten.
+    #[error("cannot update the host keys pinned for {host} in {}", path.display())]
+    KnownHosts {
+        /// Node name (the name its keys are pinned under).
+        host: String,
+        /// The known-hosts file.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The transport's part of the state directory could not be prepared.
     #[error("cannot prepare {} for {host}", path.display())]
     StateDir {
@@ -146,6 +156,7 @@ impl TransportError {
             | TransportError::Invalid { host, .. }
             | TransportError::Protocol { host, .. }
             | TransportError::Spawn { host, .. }
+            | TransportError::KnownHosts { host, .. }
             | TransportError::StateDir { host, .. } => host,
         }
     }
@@ -159,7 +170,8 @@ impl TransportError {
             TransportError::HostKeyChanged { host, known_hosts } => Some(format!(
                 "if {host} was reinstalled or its keys rotated, verify its new key out of band (e.g. on its console: \
                  ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then forget the old key with \
-                 `ssh-keygen -R {host} -f {}`; otherwise treat this as a possible attack",
+                 `ssh-keygen -R {host} -f {}` (or run `kubeha node replace {host} --new-host-key`, which \
+                 re-pins that node only); otherwise treat this as a possible attack",
                 known_hosts.display()
             )),
             TransportError::AuthFailed { host, user, .. } => Some(format!(

@@ -3,6 +3,7 @@
 mod bench;
 mod ca;
 mod certs;
+mod cluster;
 mod etcd;
 mod init;
 mod kubeconfig;
@@ -39,6 +40,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Node(c) => node::run(g, &c),
         Command::Reset(a) => node::reset(g, &a),
         Command::Certs(c) => certs::run(g, &c),
+        Command::Images => cluster::images(g),
+        Command::Check(a) => cluster::check(g, &a),
+        Command::Fix(c) => cluster::fix(g, &c),
         Command::Kubeconfig(a) => kubeconfig::run(g, &a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

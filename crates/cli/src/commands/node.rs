@@ -26,7 +26,9 @@ use kubeha_pki::Materials;
 use kubeha_plan::Phase;
 use kubeha_render::{Ctx, HostTree, Rendered, etcd::ENV_PATH};
 use kubeha_spec::{EtcdDeployment, Node, Spec};
-use kubeha_transport::{Command, Transport, UploadFile, for_each_host, upload_many};
+use kubeha_transport::{
+    Command, SshTransport, Transport, TransportError, UploadFile, for_each_host, upload_many,
+};
 use serde::Serialize;
 
 use crate::{
@@ -40,8 +42,10 @@ use crate::{
 const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on the SSH probe that decides whether a host answers.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a membership change is retried while etcd says "unhealthy cluster".
-const RECONFIG_RETRY: Duration = Duration::from_secs(15);
+/// How long a membership change is retried while etcd says "unhealthy cluster", or while
+/// the members elect a new leader (a leader lost mid-change answers nothing, or "leader
+/// changed", and its followers need an election timeout or two to agree on the next one).
+const RECONFIG_RETRY: Duration = Duration::from_secs(30);
 
 type Hosts = BTreeMap<String, Box<dyn Transport>>;
 
@@ -225,14 +229,41 @@ pub fn run(g: &Global, c: &NodeCommand) -> Result<ExitCode, CliError> {
         NodeCommand::Replace { name, .. } => (name, "node replace"),
     };
     with_cx(g, what, std::slice::from_ref(name), |cx| match c {
-        NodeCommand::Add { name, timeout } => add(cx, name, Duration::from_secs(*timeout)),
-        NodeCommand::Remove { name, force } => remove(cx, name, *force),
+        NodeCommand::Add {
+            name,
+            timeout,
+            new_host_key,
+        } => add(cx, name, *new_host_key, Duration::from_secs(*timeout)),
+        NodeCommand::Remove {
+            name,
+            force,
+            drain_timeout,
+            kubeconfig,
+        } => remove(
+            cx,
+            name,
+            *force,
+            Duration::from_secs(*drain_timeout),
+            kubeconfig.as_deref(),
+        ),
         NodeCommand::Replace {
             name,
             address,
             timeout,
             force,
-        } => replace(cx, name, *address, *force, Duration::from_secs(*timeout)),
+            replaces,
+            new_host_key,
+        } => replace(
+            cx,
+            name,
+            &ReplaceOptions {
+                address: *address,
+                force: *force,
+                replaces: replaces.as_deref(),
+                new_host_key: *new_host_key,
+                timeout: Duration::from_secs(*timeout),
+            },
+        ),
     })
 }
 
@@ -406,8 +437,9 @@ fn etcd_systemd(cx: &Cx<'_>, what: &str) -> Result<(), Fail> {
     }
 }
 
-fn add(cx: &Cx<'_>, name: &str, timeout: Duration) -> Result<(), Fail> {
+fn add(cx: &Cx<'_>, name: &str, new_host_key: bool, timeout: Duration) -> Result<(), Fail> {
     let n = node(cx, name)?;
+    check_host_key(cx, n, new_host_key, "node add")?;
     if cx.spec.is_etcd_member(n) {
         etcd_systemd(cx, "node add")?;
         etcd_join(cx, n, false, false, timeout)?;
@@ -415,15 +447,19 @@ fn add(cx: &Cx<'_>, name: &str, timeout: Duration) -> Result<(), Fail> {
     cx.converge(timeout)
 }
 
-fn replace(
-    cx: &Cx<'_>,
-    name: &str,
+/// `kubeha node replace`'s flags.
+struct ReplaceOptions<'a> {
     address: Option<std::net::IpAddr>,
     force: bool,
+    replaces: Option<&'a str>,
+    new_host_key: bool,
     timeout: Duration,
-) -> Result<(), Fail> {
+}
+
+fn replace(cx: &Cx<'_>, name: &str, o: &ReplaceOptions<'_>) -> Result<(), Fail> {
+    let (force, timeout) = (o.force, o.timeout);
     let n = node(cx, name)?;
-    if let Some(a) = address.filter(|a| *a != n.address) {
+    if let Some(a) = o.address.filter(|a| *a != n.address) {
         return Err(Fail::Refused {
             message: format!(
                 "the cluster file gives {name} the address {}, not {a}",
@@ -434,8 +470,16 @@ fn replace(
             ),
         });
     }
+    if o.replaces.is_some() && !cx.spec.is_etcd_member(n) {
+        return Err(Fail::Refused {
+            message: format!("--replaces names an etcd member, and {name} is not one"),
+            help: format!("kubeha node replace {name}"),
+        });
+    }
+    check_host_key(cx, n, o.new_host_key, "node replace")?;
     if cx.spec.is_etcd_member(n) {
         etcd_systemd(cx, "node replace")?;
+        retire_replaced_member(cx, n, o.replaces, force)?;
         etcd_join(cx, n, true, force, timeout)?;
     } else {
         cx.log.say(
@@ -446,26 +490,332 @@ fn replace(
     cx.converge(timeout)
 }
 
-fn with_retry<T>(
+/// Whether etcd may take the same request moments later: no member answered, an answer was
+/// cut off, or etcd says it is between leaders or refuses changes for now ("unhealthy
+/// cluster"). A request that failed this way may still have been applied.
+fn transient(e: &EtcdError) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        EtcdError::NoEndpoint { last, .. } => transient(last),
+        EtcdError::Connect { .. } => true,
+        EtcdError::Tls { source, .. } => matches!(
+            source.kind(),
+            K::TimedOut
+                | K::WouldBlock
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::UnexpectedEof
+                | K::BrokenPipe
+        ),
+        EtcdError::Http {
+            status, message, ..
+        } => {
+            *status == 503
+                || [
+                    "leader changed",
+                    "no leader",
+                    "not leader",
+                    "request timed out",
+                    "server stopped",
+                    "unhealthy cluster",
+                    "not enough started members",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
+        }
+        _ => false,
+    }
+}
+
+/// The membership as the other members see it, asked again (bounded) while etcd is between
+/// leaders.
+fn list_members(cx: &Cx<'_>, client: &Client, node: &str) -> Result<Vec<Member>, Fail> {
+    change(
+        cx,
+        client,
+        node,
+        "list etcd members (no other member answered)",
+        || client.member_list(),
+        |_| None,
+    )
+}
+
+/// A membership change through the other members, retried for at most [`RECONFIG_RETRY`]
+/// while etcd is between leaders or says "unhealthy cluster". An attempt whose answer was
+/// lost (the leader died with it) may have been applied: before each retry the membership is
+/// read again and `applied` says whether it already shows the change, so a change is never
+/// made twice (no second learner, no "member not found" for our own removal).
+fn change<T>(
     cx: &Cx<'_>,
+    client: &Client,
     node: &str,
     doing: &str,
     mut f: impl FnMut() -> Result<T, EtcdError>,
+    applied: impl Fn(&[Member]) -> Option<T>,
 ) -> Result<T, Fail> {
     let start = Instant::now();
     let mut said = false;
+    let mut retried = false;
     loop {
-        match f() {
-            Err(e) if e.is_unhealthy_cluster() && start.elapsed() < RECONFIG_RETRY => {
-                if !said {
-                    cx.log.say(node, "etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying");
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => return other.map_err(etcd_failed(doing)),
+        let e = match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let text = error_chain(&e);
+        // "already there" after a lost answer: it was our own attempt.
+        if retried
+            && ["peerURL exists", "ID not found", "member not found"]
+                .iter()
+                .any(|m| text.contains(m))
+            && let Some(v) = client.member_list().ok().and_then(|ms| applied(&ms))
+        {
+            cx.log
+                .say(node, format!("{doing}: the earlier attempt went through"));
+            return Ok(v);
+        }
+        if !transient(&e) || start.elapsed() >= RECONFIG_RETRY {
+            return Err(etcd_failed(doing)(e));
+        }
+        if !said {
+            cx.log.say(
+                node,
+                format!(
+                    "{doing}: {text}; retrying through the other members for at most {}s",
+                    RECONFIG_RETRY.as_secs()
+                ),
+            );
+            said = true;
+        }
+        retried = true;
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(v) = client.member_list().ok().and_then(|ms| applied(&ms)) {
+            cx.log
+                .say(node, format!("{doing}: went through (its answer was lost)"));
+            return Ok(v);
         }
     }
+}
+
+/// Adds `peer_url` as a learner (at most once, whatever the leader does meanwhile).
+fn add_learner(cx: &Cx<'_>, client: &Client, name: &str, peer_url: &str) -> Result<Member, Fail> {
+    change(
+        cx,
+        client,
+        name,
+        &format!("add {name} ({peer_url}) as a learner"),
+        || client.member_add(&[peer_url.to_string()], true),
+        |ms| ms.iter().find(|m| same_peer(m, peer_url)).cloned(),
+    )
+}
+
+/// Removes member `m`; done once the membership no longer holds its ID.
+fn remove_member(
+    cx: &Cx<'_>,
+    client: &Client,
+    node: &str,
+    doing: &str,
+    m: &Member,
+) -> Result<(), Fail> {
+    change(
+        cx,
+        client,
+        node,
+        doing,
+        || client.member_remove(&m.id),
+        |ms| (!ms.iter().any(|x| x.id == m.id)).then_some(()),
+    )
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+fn same_peer(m: &Member, peer_url: &str) -> bool {
+    m.peer_urls.iter().any(|u| same_url(u, peer_url))
+}
+
+/// Before touching a replacement host: its SSH host key must be the pinned one, unless the
+/// operator says it is new (`--new-host-key`): then only this node's pinned key is forgotten,
+/// the key the host presents now is pinned (accept-new) and its fingerprint printed.
+fn check_host_key(cx: &Cx<'_>, n: &Node, repin: bool, command: &str) -> Result<(), Fail> {
+    let name = n.name.as_str();
+    let ssh = SshTransport::new(n, &cx.g.state_dir.join(&cx.spec.name))
+        .map_err(|e| failed(error_chain(&e)))?;
+    // A shared connection set up earlier (maybe to the old machine) skips the key check.
+    let _ = ssh.close();
+    let known_hosts = ssh.known_hosts().to_path_buf();
+    if repin {
+        let old = kubeha_transport::pinned_keys(&known_hosts, name).unwrap_or_default();
+        let removed = kubeha_transport::forget_host_key(&known_hosts, name)
+            .map_err(|e| failed(error_chain(&e)))?;
+        cx.log.say(
+            name,
+            if removed == 0 {
+                format!(
+                    "no SSH host key pinned for {name} in {}",
+                    known_hosts.display()
+                )
+            } else {
+                format!(
+                    "forgot the SSH host key pinned for {name} ({}) in {}",
+                    old.iter()
+                        .map(|k| format!("{} {}", k.key_type, k.fingerprint))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    known_hosts.display()
+                )
+            },
+        );
+    }
+    match ssh.run(&Command::new(["true"]).timeout(PROBE_TIMEOUT)) {
+        Ok(_) => {}
+        Err(TransportError::HostKeyChanged { .. }) => {
+            return Err(Fail::Refused {
+                message: format!(
+                    "the SSH host key of {name} is not the one pinned in {}: not connecting",
+                    known_hosts.display()
+                ),
+                help: format!(
+                    "if {name} is a new machine, check its key on its console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then run `kubeha {command} {name} --new-host-key`: it re-pins {name}'s key only; otherwise treat this as a possible attack"
+                ),
+            });
+        }
+        Err(e) if repin => {
+            return Err(failed(format!(
+                "cannot reach {name} to pin its new SSH host key: {}",
+                error_chain(&e)
+            )));
+        }
+        // Unreachable and the like: the steps below say so in their own terms.
+        Err(_) => {}
+    }
+    if repin {
+        let keys = kubeha_transport::pinned_keys(&known_hosts, name)
+            .map_err(|e| failed(error_chain(&e)))?;
+        if keys.is_empty() {
+            return Err(failed(format!(
+                "ssh connected to {name} but pinned no key in {}",
+                known_hosts.display()
+            )));
+        }
+        for k in keys {
+            cx.log.say(
+                name,
+                format!(
+                    "pinned the new SSH host key of {name}: {} {}",
+                    k.key_type, k.fingerprint
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `node replace` under a new name: the member the node takes over from (`--replaces`, by
+/// name or peer URL) leaves first, through the other members and behind the quorum guard.
+/// Without `--replaces`, a node that is not a member yet while the membership holds members
+/// the cluster file does not list is refused: growing the cluster beside a dead member would
+/// leave that member a ghost voter.
+fn retire_replaced_member(
+    cx: &Cx<'_>,
+    n: &Node,
+    replaces: Option<&str>,
+    force: bool,
+) -> Result<(), Fail> {
+    let name = n.name.as_str();
+    let peer_url = Spec::etcd_peer_url(n);
+    let client = cx.etcd(Some(name))?;
+    let members = list_members(cx, &client, name)?;
+    let listed = |m: &Member| {
+        cx.spec
+            .etcd_members()
+            .iter()
+            .any(|x| x.name == m.name || same_peer(m, &Spec::etcd_peer_url(x)))
+    };
+    let old = match replaces {
+        None => {
+            if membership::member_of(&members, name, Some(&peer_url)).is_some() {
+                return Ok(());
+            }
+            let strays: Vec<String> = members
+                .iter()
+                .filter(|m| !listed(m))
+                .map(describe_with_url)
+                .collect();
+            if strays.is_empty() {
+                return Ok(());
+            }
+            return Err(Fail::Refused {
+                message: format!(
+                    "{name} is not an etcd member, and the membership holds {} the cluster file does not list: {}",
+                    if strays.len() == 1 {
+                        "a member"
+                    } else {
+                        "members"
+                    },
+                    strays.join(", ")
+                ),
+                help: format!(
+                    "name the member {name} takes over from: `kubeha node replace {name} --replaces <name or peer URL>`; to grow the cluster instead: `kubeha node add {name}`"
+                ),
+            });
+        }
+        Some(r) => members
+            .iter()
+            .find(|m| m.name == r || same_peer(m, r))
+            .ok_or_else(|| Fail::Refused {
+                message: format!("--replaces {r}: no etcd member has that name or peer URL"),
+                help: format!(
+                    "members: {}",
+                    members
+                        .iter()
+                        .map(describe_with_url)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?,
+    };
+    if old.name == name || same_peer(old, &peer_url) {
+        // The node's own old member: the join below replaces it.
+        return Ok(());
+    }
+    if listed(old) {
+        return Err(Fail::Refused {
+            message: format!(
+                "{} is still in the cluster file: {name} cannot take over from it",
+                describe_with_url(old)
+            ),
+            help: format!(
+                "replace its entry in the cluster file with {name}'s, then run this again"
+            ),
+        });
+    }
+    let check = guard(cx, name, &client, &members, &old.id, force).map_err(|c| Fail::Refused {
+        message: format!("refusing to remove the old member {}: {c}", describe(old)),
+        help: "bring the other members back first, or pass --force to remove it anyway (the cluster then stops accepting writes until quorum is back)".into(),
+    })?;
+    remove_member(
+        cx,
+        &client,
+        name,
+        &format!("remove the old member {}", describe(old)),
+        old,
+    )?;
+    cx.log.say(
+        name,
+        format!(
+            "removed the old etcd member {} ({}) that {name} replaces{}",
+            describe(old),
+            old.peer_urls.join(","),
+            check.map(|c| format!(" ({c})")).unwrap_or_default()
+        ),
+    );
+    Ok(())
+}
+
+fn describe_with_url(m: &Member) -> String {
+    format!("{} at {}", describe(m), m.peer_urls.join(","))
 }
 
 fn healthy_ids(client: &Client, members: &[Member]) -> BTreeSet<String> {
@@ -552,9 +902,7 @@ fn etcd_join(
         .map(|x| x.success())
         .map_err(|e| failed(error_chain(&e)))?;
     let client = cx.etcd(Some(name))?;
-    let members = client
-        .member_list()
-        .map_err(etcd_failed("list etcd members (no other member answered)"))?;
+    let members = list_members(cx, &client, name)?;
     let plan = membership::plan_join(&members, name, &peer_url, has_data, replace).map_err(|b| Fail::Refused {
         message: format!("cannot join {name}: {b}"),
         help: "remove that member with `kubeha etcd forget` (or start its host), then run this again".into(),
@@ -576,11 +924,12 @@ fn etcd_join(
             stop_unit(cx, &o.manager, t, name, "etcd.service");
             stopped = true;
         }
-        with_retry(
+        remove_member(
             cx,
+            &client,
             name,
             &format!("remove the old member {}", describe(old)),
-            || client.member_remove(&old.id),
+            old,
         )?;
         cx.log.say(
             name,
@@ -610,12 +959,7 @@ fn etcd_join(
             .say(name, format!("wiped the etcd data dir {data_dir}"));
     }
     if plan.add {
-        let m = with_retry(
-            cx,
-            name,
-            &format!("add {name} ({peer_url}) as a learner"),
-            || client.member_add(std::slice::from_ref(&peer_url), true),
-        )?;
+        let m = add_learner(cx, &client, name, &peer_url)?;
         cx.log
             .say(name, format!("added as etcd learner {} ({peer_url})", m.id));
     }
@@ -625,9 +969,7 @@ fn etcd_join(
         .find(|f| f.path == ENV_PATH)
         .ok_or_else(|| failed(format!("no {ENV_PATH} rendered for {name}")))?;
     if plan.start_existing {
-        let now = client
-            .member_list()
-            .map_err(etcd_failed("list etcd members"))?;
+        let now = list_members(cx, &client, name)?;
         let initial = kubeha_etcd::membership::initial_cluster(&now, name, &peer_url);
         let joined = membership::join_env(&env.content, &initial).ok_or_else(|| {
             failed(format!(
@@ -686,10 +1028,18 @@ fn promote(
 ) -> Result<(), Fail> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
+    let mut said = false;
     while start.elapsed() < timeout {
-        let members = client
-            .member_list()
-            .map_err(etcd_failed("list etcd members"))?;
+        // Between leaders the members may not answer at all: ask again, within `timeout`.
+        let members = match client.member_list() {
+            Ok(m) => m,
+            Err(e) if transient(&e) => {
+                last = error_chain(&e);
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(etcd_failed("list etcd members")(e)),
+        };
         let Some(m) = membership::member_of(&members, name, Some(peer_url)) else {
             return Err(failed(format!(
                 "{name} ({peer_url}) is no longer an etcd member"
@@ -718,7 +1068,17 @@ fn promote(
                 );
                 return Ok(());
             }
-            Err(e) => last = error_chain(&e),
+            Err(e) => {
+                last = error_chain(&e);
+                // Not caught up is the normal wait; anything else is worth a line, once.
+                if !e.is_learner_not_ready() && !said {
+                    cx.log.say(
+                        name,
+                        format!("promote: {last}; asking again (other members, new leader)"),
+                    );
+                    said = true;
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -783,7 +1143,13 @@ fn refresh_env(cx: &Cx<'_>, spec: &Spec, skip: Option<&str>) {
     });
 }
 
-fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
+fn remove(
+    cx: &Cx<'_>,
+    name: &str,
+    force: bool,
+    drain_timeout: Duration,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(), Fail> {
     let n = cx.spec.node(name);
     let peer_url = n.map(Spec::etcd_peer_url);
     // Does the host answer? Bounded; nothing below waits on a host that does not.
@@ -811,6 +1177,13 @@ fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
         },
         None => false,
     };
+    // Kubernetes first: its pods leave (or, for a dead node, its Node object goes) while
+    // the rest of the cluster is intact.
+    if let Some(n) =
+        n.filter(|n| n.has(kubeha_spec::Role::ControlPlane) || n.has(kubeha_spec::Role::Worker))
+    {
+        leave_kubernetes(cx, &n.name, reachable, drain_timeout, kubeconfig)?;
+    }
     let is_etcd = n.is_none_or(|n| cx.spec.is_etcd_member(n));
     if is_etcd && !cx.spec.etcd_members().is_empty() {
         let client = cx.etcd(Some(name))?;
@@ -823,11 +1196,12 @@ fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
                     message: format!("refusing to remove etcd member {}: {c}", describe(target)),
                     help: "bring the unhealthy members back (or replace them) first; --force removes it anyway and the cluster stops accepting writes until quorum is back".into(),
                 })?;
-                with_retry(
+                remove_member(
                     cx,
+                    &client,
                     name,
                     &format!("remove etcd member {}", describe(target)),
-                    || client.member_remove(&target.id),
+                    target,
                 )?;
                 cx.log.say(
                     name,
@@ -860,14 +1234,6 @@ fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
         } else {
             Cx::push(&cx.not_cleaned, unclean_text(cx.spec, tree));
         }
-        if n.has(kubeha_spec::Role::ControlPlane) || n.has(kubeha_spec::Role::Worker) {
-            Cx::push(
-                &cx.warnings,
-                format!(
-                    "kubeha does not manage Kubernetes objects yet: run `kubectl delete node {name}` where the API server runs"
-                ),
-            );
-        }
         for line in file_lines(cx.source, name) {
             Cx::push(
                 &cx.next,
@@ -880,6 +1246,113 @@ fn remove(cx: &Cx<'_>, name: &str, force: bool) -> Result<(), Fail> {
         "kubeha up   (LB backends and the etcd proxies follow the cluster file)".into(),
     );
     Ok(())
+}
+
+/// Cordons, drains (a reachable node) and deletes the Kubernetes Node through the API.
+///
+/// An API server that does not answer is not an error: the removal goes on and a warning
+/// says what is left; a drain that fails (a PodDisruptionBudget that never allows the
+/// eviction, pods without a controller) stops the removal before anything else changed.
+fn leave_kubernetes(
+    cx: &Cx<'_>,
+    name: &str,
+    reachable: bool,
+    drain_timeout: Duration,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(), Fail> {
+    let text = match kubeconfig {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| failed(format!("cannot read kubeconfig {}: {e}", p.display())))?,
+        None => kubeha_render::operator::admin_kubeconfig(kubeha_render::Ctx::new(
+            cx.spec,
+            &cx.materials,
+        ))
+        .map_err(|e| failed(e.to_string()))?,
+    };
+    let opts = kubeha_kube::EdgeOptions {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(3),
+        ..kubeha_kube::EdgeOptions::default()
+    };
+    let edge = match kubeha_kube::Edge::from_kubeconfig(&text, opts) {
+        Ok(e) => e,
+        Err(e) => return Err(failed(format!("kubeconfig: {e}"))),
+    };
+    match edge.livez() {
+        Ok(true) => {}
+        other => {
+            let why = match other {
+                Err(e) => e.to_string(),
+                _ => "not live".into(),
+            };
+            Cx::push(
+                &cx.warnings,
+                format!(
+                    "the Kubernetes API did not answer ({why}): Node {name} was not drained or deleted; run `kubectl delete node {name}` once it does"
+                ),
+            );
+            return Ok(());
+        }
+    }
+    for line in drain_and_delete(&edge, name, reachable, drain_timeout)
+        .map_err(|(message, help)| Fail::Refused { message, help })?
+    {
+        cx.log.say(name, line);
+    }
+    Ok(())
+}
+
+/// The API steps of a node's removal; lines to log, or (message, help) when refused.
+fn drain_and_delete(
+    edge: &kubeha_kube::Edge,
+    name: &str,
+    reachable: bool,
+    timeout: Duration,
+) -> Result<Vec<String>, (String, String)> {
+    let mut log = vec![];
+    match edge.cordon(name) {
+        Ok(()) => log.push("cordoned".to_string()),
+        Err(e) if e.is_not_found() => {
+            log.push("no Kubernetes Node of that name (never joined or already deleted)".into());
+            return Ok(log);
+        }
+        Err(e) => {
+            return Err((
+                format!("cannot cordon Node {name}: {e}"),
+                "check the API server and try again".into(),
+            ));
+        }
+    }
+    if reachable {
+        let opts = kubeha_kube::DrainOptions {
+            ignore_daemonsets: true,
+            delete_emptydir_data: true,
+            force: false,
+            timeout,
+            grace_period: None,
+        };
+        let r = edge.drain(name, &opts).map_err(|e| {
+            (
+                format!("draining Node {name} failed: {e}"),
+                format!("the node stays cordoned and nothing else was changed; fix what blocks the drain (or raise --drain-timeout) and run `kubeha node remove {name}` again"),
+            )
+        })?;
+        log.push(format!(
+            "drained: {} pod(s) evicted, {} skipped (DaemonSet or mirror pods)",
+            r.evicted.len(),
+            r.skipped.len()
+        ));
+    } else {
+        log.push("host unreachable: not drained (its pods are deleted with the Node)".into());
+    }
+    edge.delete_node(name).map_err(|e| {
+        (
+            format!("cannot delete Node {name}: {e}"),
+            "run `kubectl delete node NAME` once the API server answers".into(),
+        )
+    })?;
+    log.push("deleted the Kubernetes Node".into());
+    Ok(log)
 }
 
 fn unclean_text(spec: &Spec, tree: &HostTree) -> String {
@@ -1017,6 +1490,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn leader_changes_and_lost_answers_are_retried_refusals_are_not() {
+        let http = |status, message: &str| EtcdError::Http {
+            endpoint: "https://198.18.0.11:2379".into(),
+            path: "/v3/cluster/member/promote".into(),
+            status,
+            message: message.into(),
+        };
+        for m in [
+            "etcdserver: leader changed",
+            "etcdserver: no leader",
+            "etcdserver: request timed out, possibly due to previous leader failure",
+            "etcdserver: unhealthy cluster",
+            "etcdserver: re-configuration failed due to not enough started members",
+        ] {
+            assert!(transient(&http(500, m)), "{m}");
+        }
+        assert!(transient(&EtcdError::NoEndpoint {
+            tried: 2,
+            last: Box::new(EtcdError::Connect {
+                endpoint: "https://198.18.0.11:2379".into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            }),
+        }));
+        assert!(transient(&EtcdError::Tls {
+            endpoint: String::new(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        }));
+        for m in [
+            "etcdserver: peerURL exists",
+            "etcdserver: member not found",
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ] {
+            assert!(!transient(&http(400, m)), "{m}");
+        }
+        assert!(!transient(&EtcdError::Tls {
+            endpoint: String::new(),
+            source: std::io::ErrorKind::InvalidData.into(),
+        }));
+    }
+
+    #[test]
     fn the_lines_to_delete_are_found_in_flow_and_block_style() {
         let src = "nodes:\n  - { name: etcd-1, address: 198.18.0.11, roles: [etcd] }\n  - { name: etcd-10, address: 198.18.0.20, roles: [etcd] }\n  - name: wn-1\n    address: 198.18.0.31\n    roles: [worker]\n  - name: wn-2\n    address: 198.18.0.32\n";
         assert_eq!(
@@ -1033,5 +1547,102 @@ mod tests {
             ]
         );
         assert!(file_lines(src, "wn-9").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod kube_tests {
+    use super::drain_and_delete;
+    use kubeha_kube::fake::FakeApi;
+    use kubeha_kube::{Edge, EdgeOptions};
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn edge(fake: &FakeApi) -> Edge {
+        Edge::from_kubeconfig(
+            &fake.kubeconfig(),
+            EdgeOptions {
+                request_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(2),
+                backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                ..EdgeOptions::default()
+            },
+        )
+        .expect("fake kubeconfig")
+    }
+
+    fn node_with_pod(fake: &FakeApi) {
+        fake.insert(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "wn-1"},
+            "spec": {}}),
+        );
+        fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "default",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web", "uid": "u1", "controller": true}]},
+            "spec": {"nodeName": "wn-1", "containers": [{"name": "c", "image": "x"}]}}));
+    }
+
+    #[test]
+    fn a_reachable_node_is_cordoned_drained_then_deleted() {
+        let fake = FakeApi::start();
+        node_with_pod(&fake);
+        let log = drain_and_delete(&edge(&fake), "wn-1", true, Duration::from_secs(5))
+            .expect("removal goes through");
+        assert!(
+            log.iter().any(|l| l.contains("1 pod(s) evicted")),
+            "{log:?}"
+        );
+        let lines: Vec<String> = fake.requests().iter().map(|r| r.line()).collect();
+        let evict = lines
+            .iter()
+            .position(|l| l.starts_with("POST /api/v1/namespaces/default/pods/web-1/eviction"))
+            .expect("evicted through the Eviction API");
+        let delete = lines
+            .iter()
+            .position(|l| l.starts_with("DELETE /api/v1/nodes/wn-1"))
+            .expect("node deleted");
+        assert!(evict < delete, "drain before delete: {lines:#?}");
+        assert!(fake.get("v1", "nodes", None, "wn-1").is_none());
+    }
+
+    #[test]
+    fn a_dead_node_is_deleted_without_waiting_for_its_pods() {
+        let fake = FakeApi::start();
+        node_with_pod(&fake);
+        let log = drain_and_delete(&edge(&fake), "wn-1", false, Duration::from_secs(5))
+            .expect("removal goes through");
+        assert!(log.iter().any(|l| l.contains("not drained")), "{log:?}");
+        assert!(
+            !fake
+                .requests()
+                .iter()
+                .any(|r| r.path.ends_with("/eviction")),
+            "no eviction is attempted for an unreachable node"
+        );
+        assert!(fake.get("v1", "nodes", None, "wn-1").is_none());
+    }
+
+    #[test]
+    fn a_drain_blocked_by_a_budget_stops_before_the_node_is_deleted() {
+        let fake = FakeApi::start();
+        node_with_pod(&fake);
+        fake.refuse_evictions(1000, "web-pdb");
+        let (message, help) =
+            drain_and_delete(&edge(&fake), "wn-1", true, Duration::from_millis(500))
+                .expect_err("the budget never allows it");
+        assert!(message.contains("web-pdb"), "{message}");
+        assert!(help.contains("stays cordoned"), "{help}");
+        let node = fake.get("v1", "nodes", None, "wn-1").expect("node kept");
+        assert_eq!(node["spec"]["unschedulable"], true);
+    }
+
+    #[test]
+    fn a_node_that_never_joined_is_fine() {
+        let fake = FakeApi::start();
+        let log = drain_and_delete(&edge(&fake), "wn-9", true, Duration::from_secs(1))
+            .expect("nothing to do");
+        assert!(log[0].contains("no Kubernetes Node"), "{log:?}");
     }
 }

@@ -79,7 +79,7 @@ fn human(r: &Report) -> String {
         Outcome::Written => "written",
     };
     format!(
-        "{}\n{} files {verb} to {} in {:.2}s ({} keys generated, {} certificates issued, {} reused)\noperator files: {}/_operator/ (admin.kubeconfig, topology.md, addresses.md, bring-up.md)\n",
+        "{}\n{} files {verb} to {} in {:.2}s ({} keys generated, {} certificates issued, {} reused)\noperator files: {}/_operator/ (admin.kubeconfig, topology.md, addresses.md, bring-up.md)\nin-cluster objects: {}/_cluster/ (bootstrap, kube-proxy, CoreDNS, CNI, MetalLB; applied by `kubeha up`)\n",
         t.render(),
         total,
         r.out,
@@ -87,6 +87,7 @@ fn human(r: &Report) -> String {
         r.keys_generated,
         r.certificates_issued,
         r.certificates_reused,
+        r.out,
         r.out
     )
 }

@@ -1,6 +1,7 @@
-//! `kubeha service start|stop|restart|status UNIT` (hidden): runs on a lab host, which has no
-//! systemd, invoked over SSH as `<path of kubeha> service start etcd.service`. It starts the
-//! unit's `ExecStart` detached, from the very unit file kubeha rendered; see
+//! `kubeha service start|stop|restart|reload|status UNIT` (hidden): runs on a lab host, which
+//! has no systemd, invoked over SSH as `<path of kubeha> service start etcd.service`. It starts the
+//! unit's `ExecStart` detached, from the very unit file kubeha rendered (`reload` runs its
+//! `ExecReload` lines: HAProxy checks its config, then re-executes in place); see
 //! `kubeha_lab::supervisor`. It does not restart crashed services: `kubeha up` does.
 //!
 //! Exit status: 0 success (status: active), 1 failure, 2 unknown or unusable unit,
@@ -37,6 +38,7 @@ pub fn run(a: &ServiceArgs) -> Result<ExitCode, CliError> {
         ServiceAction::Start => Action::Start,
         ServiceAction::Stop => Action::Stop,
         ServiceAction::Restart => Action::Restart,
+        ServiceAction::Reload => Action::Reload,
         ServiceAction::Status => Action::Status,
     };
     match Supervisor::default().run(action, &a.unit) {

@@ -175,7 +175,7 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
             detail,
             report,
         }) => {
-            let _ = print(g, &report, dry_run, start);
+            let _ = print(g, &report, None, dry_run, start);
             return Err(kubeha_apply::ApplyError::Gate {
                 phase,
                 detail,
@@ -185,7 +185,25 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
         }
         Err(e) => return Err(e.into()),
     };
-    print(g, &report, dry_run, start)?;
+    // The Kubernetes API part, once the first control plane answers through the VIP.
+    let kube = if dry_run {
+        None
+    } else {
+        match super::cluster::after_converge(
+            spec,
+            &rendered,
+            &materials,
+            &report,
+            g.output != Format::Table,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = print(g, &report, None, dry_run, start);
+                return Err(e);
+            }
+        }
+    };
+    print(g, &report, kube.as_ref(), dry_run, start)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,9 +213,18 @@ struct Out<'a> {
     changed: bool,
     #[serde(flatten)]
     report: &'a Report,
+    /// What was done through the Kubernetes API (absent for `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<&'a super::cluster::KubeOutcome>,
 }
 
-fn print(g: &Global, r: &Report, dry_run: bool, start: Instant) -> Result<(), CliError> {
+fn print(
+    g: &Global,
+    r: &Report,
+    kube: Option<&super::cluster::KubeOutcome>,
+    dry_run: bool,
+    start: Instant,
+) -> Result<(), CliError> {
     let total = start.elapsed().as_secs_f64();
     let out = Out {
         changed: if dry_run {
@@ -206,12 +233,17 @@ fn print(g: &Global, r: &Report, dry_run: bool, start: Instant) -> Result<(), Cl
             r.changed
         },
         report: r,
+        kubernetes: kube,
     };
     emit(g.output, &out, || {
         if dry_run {
             plan_text(r)
         } else {
-            up_text(r, total)
+            let mut text = up_text(r, total);
+            if let Some(k) = kube {
+                text.push_str(&k.text());
+            }
+            text
         }
     })
 }
@@ -241,6 +273,14 @@ fn plan_text(r: &Report) -> String {
                 step.phase.to_string(),
                 step.node.clone(),
                 "restart".into(),
+                u.clone(),
+            ]);
+        }
+        for u in &step.reload {
+            t.row([
+                step.phase.to_string(),
+                step.node.clone(),
+                "reload".into(),
                 u.clone(),
             ]);
         }
@@ -274,6 +314,7 @@ fn up_text(r: &Report, total: f64) -> String {
         "FILES",
         "STARTED",
         "RESTARTED",
+        "RELOADED",
         "GATE",
         "TIME",
     ]);
@@ -284,6 +325,7 @@ fn up_text(r: &Report, total: f64) -> String {
             p.files_changed.to_string(),
             p.started.len().to_string(),
             p.restarted.len().to_string(),
+            p.reloaded.len().to_string(),
             p.gate.as_ref().map_or("-".into(), GateResult::text),
             format!("{:.1}s", p.seconds),
         ]);

@@ -1,4 +1,4 @@
-//! `kubeha-lab-service start|stop|restart|status <unit>`: the lab supervisor on its own, the
+//! `kubeha-lab-service start|stop|restart|reload|status <unit>`: the lab supervisor on its own, the
 //! same as the hidden `kubeha service` command (which is what kubeha runs on lab hosts). The
 //! lab's tests use this binary because a library crate's tests cannot build `kubeha`.
 //!
@@ -14,14 +14,15 @@ fn main() -> ExitCode {
         Some("start") => Action::Start,
         Some("stop") => Action::Stop,
         Some("restart") => Action::Restart,
+        Some("reload") => Action::Reload,
         Some("status") => Action::Status,
         _ => {
-            eprintln!("usage: kubeha-lab-service start|stop|restart|status UNIT");
+            eprintln!("usage: kubeha-lab-service start|stop|restart|reload|status UNIT");
             return ExitCode::from(2);
         }
     };
     let Some(unit) = args.get(1).filter(|_| args.len() == 2) else {
-        eprintln!("usage: kubeha-lab-service start|stop|restart|status UNIT");
+        eprintln!("usage: kubeha-lab-service start|stop|restart|reload|status UNIT");
         return ExitCode::from(2);
     };
     match Supervisor::default().run(action, unit) {

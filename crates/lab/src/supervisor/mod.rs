@@ -1,5 +1,5 @@
 //! The lab's stand-in for systemd (lab hosts have none): `kubeha service start|stop|restart|
-//! status <unit>` runs a service from its unit file, so the lab runs the very units kubeha
+//! reload|status <unit>` runs a service from its unit file, so the lab runs the very units kubeha
 //! renders (and Debian's `haproxy.service`, `keepalived.service`).
 //!
 //! - The unit is looked up in `/etc/systemd/system`, `/run/systemd/system`, `/lib/systemd/system`,
@@ -12,9 +12,18 @@
 //!   If it exits within the grace period (1 s) the start fails with the log's tail.
 //! - Stop: SIGTERM (the process group, or the main process for `KillMode=mixed|process`),
 //!   up to 5 s, then SIGKILL. Status: active when the pid is alive and runs the unit's program.
+//! - Reload: as `systemctl reload`, only for an active unit with `ExecReload=`: its lines run
+//!   in order with `$MAINPID` set to the main process, each bounded (60 s); the first failing
+//!   one (without `-`) fails the reload, with its output, and the running process is left as
+//!   it was. For HAProxy (`-Ws`, master-worker) that is `haproxy -c` then `SIGUSR2` to the
+//!   master, which re-executes itself in place (same pid) with new workers, while the old
+//!   workers finish their established connections. The main process must still be alive
+//!   after the grace period. (HAProxy's reload sets its stdout non-blocking with `F_SETFL`,
+//!   clearing `O_APPEND` on the shared log: its later output may overwrite the supervisor's
+//!   `-- kubeha service: … --` lines written after the reload.)
 //! - Not supervised: a service that dies stays dead (lab tests kill services on purpose;
-//!   `kubeha up` starts them again). `Restart=`, `Type=forking|oneshot`, `ExecReload`,
-//!   sandboxing and cgroups are not implemented; `Type=notify` services start like `simple`.
+//!   `kubeha up` starts them again). `Restart=`, `Type=forking|oneshot`, sandboxing and
+//!   cgroups are not implemented; `Type=notify` services start like `simple`.
 
 pub mod unit;
 
@@ -44,6 +53,8 @@ pub const UNIT_DIRS: [&str; 4] = [
 /// Pid and log files of supervised services.
 pub const RUN_DIR: &str = "/run/kubeha";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Bound on each `ExecStartPre=` / `ExecReload=` command.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A supervisor failure; each names the unit (and file) concerned.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +130,36 @@ pub enum SupervisorError {
     },
     #[error("unit {unit}: process {pid} survived SIGKILL")]
     StopFailed { unit: String, pid: u32 },
+    #[error("unit {unit} ({path}) has no ExecReload=: it cannot be reloaded, only restarted")]
+    NoExecReload { unit: String, path: PathBuf },
+    #[error("unit {unit} is not active: nothing to reload (start it instead)")]
+    NotActive { unit: String },
+    #[error(
+        "unit {unit}: reload refused: ExecReload `{command}` failed ({status}); the running process (pid {pid}) keeps its previous configuration{output}"
+    )]
+    ReloadFailed {
+        unit: String,
+        command: String,
+        status: String,
+        pid: u32,
+        /// The command's output, as `:\n<lines>`, or empty.
+        output: String,
+    },
+    #[error("unit {unit}: ExecReload `{command}` did not finish within {seconds} s")]
+    ReloadTimeout {
+        unit: String,
+        command: String,
+        seconds: u64,
+    },
+    #[error(
+        "unit {unit}: the main process (pid {pid}) exited during the reload; last lines of {log}:\n{tail}"
+    )]
+    ReloadExited {
+        unit: String,
+        pid: u32,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 impl SupervisorError {
@@ -131,6 +172,7 @@ impl SupervisorError {
                 | SupervisorError::Masked { .. }
                 | SupervisorError::Parse { .. }
                 | SupervisorError::NoExecStart { .. }
+                | SupervisorError::NoExecReload { .. }
                 | SupervisorError::UnsupportedType { .. }
         )
     }
@@ -154,6 +196,8 @@ pub enum Action {
     Start,
     Stop,
     Restart,
+    /// Apply a changed config without stopping the service (`ExecReload=`).
+    Reload,
     Status,
 }
 
@@ -237,6 +281,7 @@ impl Supervisor {
             Action::Start => self.start(unit),
             Action::Stop => self.stop(unit),
             Action::Restart => self.restart(unit),
+            Action::Reload => self.reload(unit),
             Action::Status => self.status(unit),
         }
     }
@@ -520,6 +565,39 @@ impl Supervisor {
             unit::expand_argv(&pre.words, env)
         };
         let command = argv.join(" ");
+        let status = match self.run_control(unit, pre, &argv, env, creds, cwd, logf)? {
+            Some(status) => status,
+            None => {
+                return Err(SupervisorError::PreTimeout {
+                    unit: unit.to_string(),
+                    command,
+                    seconds: CONTROL_TIMEOUT.as_secs(),
+                });
+            }
+        };
+        if !status.success() && !pre.ignore_failure {
+            return Err(SupervisorError::PreFailed {
+                unit: unit.to_string(),
+                command,
+                status: status.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a control command (`ExecStartPre=`, `ExecReload=`) to its end, output to the
+    /// unit's log; `None` when it did not finish within [`CONTROL_TIMEOUT`] (it is killed).
+    #[allow(clippy::too_many_arguments)]
+    fn run_control(
+        &self,
+        unit: &str,
+        pre: &ExecLine,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        creds: Option<&Credentials>,
+        cwd: &Path,
+        logf: &fs::File,
+    ) -> Result<Option<std::process::ExitStatus>, SupervisorError> {
         let program = resolve_program(&argv[0], env);
         let wrap = if pre.privileged {
             Vec::new()
@@ -541,31 +619,18 @@ impl Supervisor {
             program: argv[0].clone(),
             source,
         })?;
-        let limit = Duration::from_secs(60);
-        let deadline = Instant::now() + limit;
-        let status = loop {
+        let deadline = Instant::now() + CONTROL_TIMEOUT;
+        loop {
             match child.try_wait() {
-                Ok(Some(s)) => break s,
+                Ok(Some(s)) => return Ok(Some(s)),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(SupervisorError::PreTimeout {
-                        unit: unit.to_string(),
-                        command,
-                        seconds: limit.as_secs(),
-                    });
+                    return Ok(None);
                 }
             }
-        };
-        if !status.success() && !pre.ignore_failure {
-            return Err(SupervisorError::PreFailed {
-                unit: unit.to_string(),
-                command,
-                status: status.to_string(),
-            });
         }
-        Ok(())
     }
 
     /// `PATH`, then `Environment=`, then `EnvironmentFile=` (later wins).
@@ -654,6 +719,110 @@ impl Supervisor {
         self.stop(unit)?;
         self.start(unit)
     }
+
+    /// Runs the unit's `ExecReload=` lines against the running main process; see the module
+    /// docs. A failed line leaves the service running as it was and says why.
+    pub fn reload(&self, unit: &str) -> Result<ServiceStatus, SupervisorError> {
+        let u = self.load(unit)?;
+        let name = u.name.clone();
+        let log = self.log_path(&name);
+        if u.config.exec_reload.is_empty() {
+            return Err(SupervisorError::NoExecReload {
+                unit: name,
+                path: u.path.clone(),
+            });
+        }
+        let Some(pid) = self.running_pid(&name) else {
+            return Err(SupervisorError::NotActive { unit: name });
+        };
+        let mut env = self.environment(&u)?;
+        env.insert("MAINPID".into(), pid.to_string());
+        let creds = credentials(&u)?;
+        let cwd = working_directory(&u)?;
+        let mut logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err("open", &log))?;
+        let _ = writeln!(logf, "-- kubeha service: reloading {name} (pid {pid}) --");
+        for line in &u.config.exec_reload {
+            let argv = if line.no_env_expansion {
+                line.words.clone()
+            } else {
+                unit::expand_argv(&line.words, &env)
+            };
+            let command = argv.join(" ");
+            let from = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            let Some(status) =
+                self.run_control(&name, line, &argv, &env, creds.as_ref(), &cwd, &logf)?
+            else {
+                return Err(SupervisorError::ReloadTimeout {
+                    unit: name,
+                    command,
+                    seconds: CONTROL_TIMEOUT.as_secs(),
+                });
+            };
+            if status.success() || line.ignore_failure {
+                continue;
+            }
+            let mut output = read_from(&log, from);
+            // `haproxy -c -q` (Debian's ExecReload) fails without a word: check again
+            // without -q, which only parses the file, to say what is wrong with it.
+            if output.trim().is_empty() && is_quiet_haproxy_check(&argv) {
+                let loud: Vec<String> = argv.iter().filter(|a| *a != "-q").cloned().collect();
+                let from = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+                let _ = self.run_control(&name, line, &loud, &env, creds.as_ref(), &cwd, &logf)?;
+                output = read_from(&log, from);
+            }
+            let _ = writeln!(
+                logf,
+                "-- kubeha service: reload of {name} refused ({status}); pid {pid} kept --"
+            );
+            let output = output.trim_end();
+            return Err(SupervisorError::ReloadFailed {
+                unit: name,
+                command,
+                status: status.to_string(),
+                pid,
+                output: if output.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{output}")
+                },
+            });
+        }
+        // The reload is asynchronous (a signal): the main process must survive it.
+        thread::sleep(self.start_grace);
+        if self.running_pid(&name) != Some(pid) {
+            return Err(SupervisorError::ReloadExited {
+                unit: name,
+                pid,
+                tail: tail(&log, 20),
+                log,
+            });
+        }
+        let _ = writeln!(logf, "-- kubeha service: reloaded {name} (pid {pid}) --");
+        Ok(ServiceStatus {
+            unit: name,
+            active: true,
+            pid: Some(pid),
+            log,
+            note: Some("reloaded".into()),
+        })
+    }
+}
+
+/// `haproxy … -c … -q …`: a quiet configuration check.
+fn is_quiet_haproxy_check(argv: &[String]) -> bool {
+    let program = argv.first().map(|p| p.rsplit('/').next().unwrap_or(p));
+    program == Some("haproxy") && argv.iter().any(|a| a == "-c") && argv.iter().any(|a| a == "-q")
+}
+
+/// What a log file got from byte `from` on.
+fn read_from(path: &Path, from: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// The first condition that fails, as `Key=value`, or `None` when the unit may start.
@@ -1017,6 +1186,203 @@ mod tests {
                 .is_some_and(|n| n.contains("ConditionFileNotEmpty")),
             "{st}"
         );
+    }
+
+    #[test]
+    fn reload_runs_exec_reload_against_the_main_process() {
+        let t = tempfile::tempdir().expect("tmp");
+        let s = sup(t.path());
+        let mark = t.path().join("reloaded");
+        write(
+            &t.path().join("etc/hup.service"),
+            &format!(
+                "[Service]\nExecStart=/bin/sh -c \"trap 'echo hup >> {m}' HUP; while :; do sleep 0.1; done\"\nExecReload=/bin/kill -HUP $MAINPID\n",
+                m = mark.display()
+            ),
+        );
+        assert!(
+            matches!(s.reload("hup"), Err(SupervisorError::NotActive { .. })),
+            "an inactive unit is not reloaded"
+        );
+        let pid = s.start("hup").expect("start").pid.expect("pid");
+        let st = s.reload("hup").expect("reload");
+        assert_eq!((st.pid, st.note.as_deref()), (Some(pid), Some("reloaded")));
+        assert!(
+            sys::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+                fs::read_to_string(&mark).is_ok_and(|m| m == "hup\n")
+            }),
+            "the main process got SIGHUP"
+        );
+        assert_eq!(s.status("hup").expect("status").pid, Some(pid));
+        s.stop("hup").expect("stop");
+        write(
+            &t.path().join("etc/plain.service"),
+            "[Service]\nExecStart=/bin/sleep 30\n",
+        );
+        let e = s.reload("plain").expect_err("no ExecReload");
+        assert!(
+            matches!(e, SupervisorError::NoExecReload { .. }) && e.is_input(),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_reload_line_stops_the_reload_and_keeps_the_process() {
+        let t = tempfile::tempdir().expect("tmp");
+        let s = sup(t.path());
+        write(
+            &t.path().join("etc/strict.service"),
+            "[Service]\nExecStart=/bin/sleep 30\n\
+             ExecReload=-/bin/false\n\
+             ExecReload=/bin/sh -c \"echo config is broken >&2; exit 4\"\n\
+             ExecReload=/bin/kill -TERM $MAINPID\n",
+        );
+        let pid = s.start("strict").expect("start").pid.expect("pid");
+        let e = s.reload("strict").expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, SupervisorError::ReloadFailed { .. })
+                && msg.contains("exit status: 4")
+                && msg.contains("config is broken")
+                && msg.contains(&format!("pid {pid}")),
+            "{msg}"
+        );
+        // The line after the failed one (kill -TERM) did not run.
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(s.status("strict").expect("status").pid, Some(pid));
+        s.stop("strict").expect("stop");
+    }
+
+    /// A free port on 127.0.0.1 (bound, then released).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// Debian's HAProxy in master-worker mode under the supervisor: a reload keeps the
+    /// master's pid and an established connection through the old worker; a broken config
+    /// is refused with HAProxy's own words and the old process keeps serving.
+    #[test]
+    fn haproxy_reload_keeps_established_connections_and_refuses_a_broken_config() {
+        use std::io::{BufRead, BufReader, Read};
+        use std::net::{TcpListener, TcpStream};
+        let haproxy = Path::new("/usr/sbin/haproxy");
+        assert!(
+            haproxy.exists(),
+            "{} is not installed (apt-get install haproxy)",
+            haproxy.display()
+        );
+        let t = tempfile::tempdir().expect("tmp");
+        let s = sup(t.path());
+        // Backend: echoes each line with its own tag, so a reply says which server answered.
+        let backend = |tag: &'static str| {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+            let port = l.local_addr().expect("addr").port();
+            thread::spawn(move || {
+                for c in l.incoming().flatten() {
+                    thread::spawn(move || {
+                        let mut w = c.try_clone().expect("clone");
+                        for line in BufReader::new(c).lines().map_while(Result::ok) {
+                            if w.write_all(format!("{tag}:{line}\n").as_bytes()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            port
+        };
+        let (b1, b2) = (backend("one"), backend("two"));
+        let front = free_port();
+        let cfg = t.path().join("haproxy.cfg");
+        let config = |servers: &[(&str, u16)]| {
+            let mut c = format!(
+                "global\n    log stdout format raw local0\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\nfrontend f\n    bind 127.0.0.1:{front}\n    default_backend b\nbackend b\n    balance roundrobin\n"
+            );
+            for (n, p) in servers {
+                c.push_str(&format!("    server {n} 127.0.0.1:{p}\n"));
+            }
+            c
+        };
+        fs::write(&cfg, config(&[("s1", b1)])).expect("cfg");
+        write(
+            &t.path().join("etc/hap.service"),
+            &format!(
+                "[Service]\nType=notify\nEnvironment=\"CONFIG={cfg}\"\n\
+                 ExecStart={hp} -Ws -f $CONFIG\n\
+                 ExecReload={hp} -Ws -f $CONFIG -c -q\n\
+                 ExecReload=/bin/kill -USR2 $MAINPID\nKillMode=mixed\n",
+                cfg = cfg.display(),
+                hp = haproxy.display()
+            ),
+        );
+        let master = s.start("hap").expect("start haproxy").pid.expect("pid");
+        let connect = || {
+            let mut last = None;
+            for _ in 0..50 {
+                match TcpStream::connect(("127.0.0.1", front)) {
+                    Ok(c) => return c,
+                    Err(e) => last = Some(e),
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            panic!("haproxy does not accept on {front}: {last:?}");
+        };
+        let ask = |c: &mut TcpStream, r: &mut BufReader<TcpStream>, what: &str| {
+            c.write_all(format!("{what}\n").as_bytes()).expect("send");
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reply");
+            line.trim_end().to_string()
+        };
+        let mut old = connect();
+        old.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut old_r = BufReader::new(old.try_clone().expect("clone"));
+        assert_eq!(ask(&mut old, &mut old_r, "before"), "one:before");
+
+        // A second server: reloaded, same master, the old connection still answers.
+        fs::write(&cfg, config(&[("s1", b1), ("s2", b2)])).expect("cfg");
+        let st = s.reload("hap").expect("reload");
+        assert_eq!(st.pid, Some(master));
+        assert_eq!(ask(&mut old, &mut old_r, "after"), "one:after");
+        // New connections see the new config: round robin reaches the new server.
+        let tags: Vec<String> = (0..4)
+            .map(|i| {
+                let mut c = connect();
+                c.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                ask(&mut c, &mut r, &format!("n{i}"))
+            })
+            .collect();
+        assert!(
+            tags.iter().any(|t| t.starts_with("two:")),
+            "the new server is in the running config: {tags:?}"
+        );
+
+        // A broken config is refused with HAProxy's alert; the running one keeps serving.
+        fs::write(&cfg, "global\n    no_such_keyword 1\n").expect("cfg");
+        let e = s.reload("hap").expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, SupervisorError::ReloadFailed { .. })
+                && msg.contains("no_such_keyword")
+                && msg.contains(&format!("pid {master}")),
+            "{msg}"
+        );
+        assert_eq!(s.status("hap").expect("status").pid, Some(master));
+        assert_eq!(ask(&mut old, &mut old_r, "still"), "one:still");
+        let mut c = connect();
+        c.write_all(b"fresh\n").expect("send");
+        let mut buf = [0u8; 4];
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.read_exact(&mut buf).expect("reply from the old config");
+        drop((old, old_r, c));
+        s.stop("hap").expect("stop");
+        assert!(!sys::alive(master));
     }
 
     #[test]

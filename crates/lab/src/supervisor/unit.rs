@@ -1,12 +1,12 @@
 //! The part of systemd's unit file format the lab supervisor runs: `[Service]` `ExecStart`,
-//! `ExecStartPre`, `Environment`, `EnvironmentFile`, `WorkingDirectory`, `User`, `Group`,
+//! `ExecStartPre`, `ExecReload`, `Environment`, `EnvironmentFile`, `WorkingDirectory`, `User`, `Group`,
 //! `LimitNOFILE`, `RuntimeDirectory`, `KillMode`, `Type`; `[Unit]` path conditions;
 //! drop-ins; `%` specifiers; `$VAR` / `${VAR}` expansion as systemd does it
 //! (systemd.service(5) "Command lines", systemd.exec(5) "Environment").
 
 use std::collections::BTreeMap;
 
-/// A command line of `ExecStart=` / `ExecStartPre=`.
+/// A command line of `ExecStart=` / `ExecStartPre=` / `ExecReload=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecLine {
     /// `-`: a failing exit status is ignored.
@@ -48,6 +48,8 @@ pub struct ServiceConfig {
     /// Every `ExecStart=` line after resets; the supervisor runs the first.
     pub exec_start: Vec<ExecLine>,
     pub exec_start_pre: Vec<ExecLine>,
+    /// `ExecReload=` lines, run in order by a reload (`$MAINPID` is the main process).
+    pub exec_reload: Vec<ExecLine>,
     /// `Environment=` assignments in order (a later one wins).
     pub environment: Vec<(String, String)>,
     pub environment_files: Vec<EnvFileRef>,
@@ -186,6 +188,8 @@ pub fn apply(cfg: &mut ServiceConfig, text: &str, sp: &Specifiers) -> Result<(),
             ("Service", "ExecStartPre") => cfg
                 .exec_start_pre
                 .push(parse_exec(&value, sp).map_err(err)?),
+            ("Service", "ExecReload") if value.is_empty() => cfg.exec_reload.clear(),
+            ("Service", "ExecReload") => cfg.exec_reload.push(parse_exec(&value, sp).map_err(err)?),
             ("Service", "Environment") if value.is_empty() => cfg.environment.clear(),
             ("Service", "Environment") => {
                 for word in split_words(&value, true).map_err(err)? {
@@ -543,6 +547,30 @@ mod tests {
         );
         assert_eq!(cfg.exec_start.len(), 1);
         let env = env_map(&cfg, &[include_str!("fixtures/default-haproxy")]);
+        // Reload: check the config, then SIGUSR2 to the master (master-worker mode, -Ws).
+        let mut with_pid = env.clone();
+        with_pid.insert("MAINPID".into(), "4242".into());
+        let reload: Vec<Vec<String>> = cfg
+            .exec_reload
+            .iter()
+            .map(|l| expand_argv(&l.words, &with_pid))
+            .collect();
+        assert_eq!(
+            reload,
+            [
+                vec![
+                    "/usr/sbin/haproxy",
+                    "-Ws",
+                    "-f",
+                    "/etc/haproxy/haproxy.cfg",
+                    "-c",
+                    "-q",
+                    "-S",
+                    "/run/haproxy-master.sock"
+                ],
+                vec!["/bin/kill", "-USR2", "4242"]
+            ]
+        );
         assert_eq!(
             expand_argv(&cfg.exec_start[0].words, &env),
             [
@@ -594,6 +622,8 @@ mod tests {
         );
         let env = env_map(&cfg, &[include_str!("fixtures/default-keepalived")]);
         assert_eq!(env.get("DAEMON_ARGS").map(String::as_str), Some(""));
+        assert_eq!(cfg.exec_reload.len(), 1);
+        assert_eq!(cfg.exec_reload[0].words, ["/bin/kill", "-HUP", "$MAINPID"]);
         assert_eq!(
             expand_argv(&cfg.exec_start[0].words, &env),
             ["/usr/sbin/keepalived", "--dont-fork"]

@@ -30,8 +30,8 @@ use serde::Serialize;
 
 use crate::{args::Global, error::CliError, output::emit, table::Table};
 
-const LAB: &str = include_str!("../../../../../examples/lab.yaml");
-const LAB_PATH: &str = "examples/lab.yaml";
+pub(super) const LAB: &str = include_str!("../../../../../examples/lab.yaml");
+pub(super) const LAB_PATH: &str = "examples/lab.yaml";
 /// The renamed copy measured when a lab named `lab` is already up on this machine.
 const RENAMED_NAME: &str = "bench-lab";
 const RENAMED_PREFIX: &str = "198.18.250.";
@@ -49,11 +49,11 @@ const FAN_DIR: &str = "/var/lib/kubeha-bench";
 const FAN_NET0: u8 = 200;
 const FAN_MAX_SIZES: usize = 4;
 const FAN_MAX_HOSTS: usize = 240;
-const FAN_PARALLELISM: usize = 16;
+pub(super) const FAN_PARALLELISM: usize = 16;
 
 // ───────────────────────────── shared ─────────────────────────────
 
-fn require_root(what: &str) -> Result<(), CliError> {
+pub(super) fn require_root(what: &str) -> Result<(), CliError> {
     if kubeha_lab::is_root() {
         return Ok(());
     }
@@ -66,7 +66,7 @@ fn require_root(what: &str) -> Result<(), CliError> {
 }
 
 /// A failure while measuring (exit 1), naming what it concerns.
-fn failure(action: &'static str, what: &str, detail: impl Into<String>) -> CliError {
+pub(super) fn failure(action: &'static str, what: &str, detail: impl Into<String>) -> CliError {
     CliError::Io {
         action,
         path: PathBuf::from(what),
@@ -74,7 +74,7 @@ fn failure(action: &'static str, what: &str, detail: impl Into<String>) -> CliEr
     }
 }
 
-fn lab_error(action: &'static str, cluster: &str) -> impl FnOnce(LabError) -> CliError {
+pub(super) fn lab_error(action: &'static str, cluster: &str) -> impl FnOnce(LabError) -> CliError {
     let cluster = cluster.to_string();
     move |e| {
         if e.is_input() {
@@ -100,7 +100,7 @@ fn transport_error(e: TransportError) -> CliError {
     }
 }
 
-fn scratch_dir() -> Result<tempfile::TempDir, CliError> {
+pub(super) fn scratch_dir() -> Result<tempfile::TempDir, CliError> {
     tempfile::Builder::new()
         .prefix("kubeha-bench-")
         .tempdir()
@@ -111,7 +111,7 @@ fn scratch_dir() -> Result<tempfile::TempDir, CliError> {
 }
 
 /// Removes whatever is left of `spec`'s lab (an earlier run killed by a signal); says so.
-fn remove_leftovers(spec: &Spec, opts: &LabOptions) -> Result<(), CliError> {
+pub(super) fn remove_leftovers(spec: &Spec, opts: &LabOptions) -> Result<(), CliError> {
     let id = kubeha_lab::lab_id(&spec.name);
     if Lab::discover(opts).contains(&id) {
         eprintln!("bench: removing what is left of lab {} ({id})", spec.name);
@@ -122,15 +122,15 @@ fn remove_leftovers(spec: &Spec, opts: &LabOptions) -> Result<(), CliError> {
 
 /// Removes the lab when dropped unless [`LabGuard::down`] already did; closes the SSH
 /// control connections first so no client lingers on a vanished host.
-struct LabGuard<'a> {
+pub(super) struct LabGuard<'a> {
     spec: &'a Spec,
     opts: &'a LabOptions,
-    conns: Vec<SshTransport>,
+    pub(super) conns: Vec<SshTransport>,
     armed: bool,
 }
 
 impl<'a> LabGuard<'a> {
-    fn new(spec: &'a Spec, opts: &'a LabOptions) -> Self {
+    pub(super) fn new(spec: &'a Spec, opts: &'a LabOptions) -> Self {
         LabGuard {
             spec,
             opts,
@@ -145,7 +145,7 @@ impl<'a> LabGuard<'a> {
     }
 
     /// Removes the lab now; returns the seconds it took.
-    fn down(mut self) -> Result<f64, CliError> {
+    pub(super) fn down(mut self) -> Result<f64, CliError> {
         self.armed = false;
         self.close();
         let t = Instant::now();
@@ -171,23 +171,23 @@ impl Drop for LabGuard<'_> {
 }
 
 /// One SSH transport per node, all keeping their state in `state`.
-fn connections(spec: &Spec, state: &Path) -> Result<Vec<SshTransport>, CliError> {
+pub(super) fn connections(spec: &Spec, state: &Path) -> Result<Vec<SshTransport>, CliError> {
     spec.nodes
         .iter()
         .map(|n| SshTransport::new(n, state).map_err(transport_error))
         .collect()
 }
 
-fn secs(d: Duration) -> f64 {
+pub(super) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn median_f64(mut v: Vec<f64>) -> f64 {
+pub(super) fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn verdict(value: f64, target: f64) -> &'static str {
+pub(super) fn verdict(value: f64, target: f64) -> &'static str {
     if value <= target { "met" } else { "MISSED" }
 }
 
@@ -195,7 +195,7 @@ fn verdict(value: f64, target: f64) -> &'static str {
 
 /// Whether the user named a cluster file (`-f`, `--file` or `KUBEHA_FILE`): the global flag
 /// has a default, so its value alone cannot tell.
-fn file_given(g: &Global) -> bool {
+pub(super) fn file_given(g: &Global) -> bool {
     g.file != Path::new("cluster.yaml")
         || std::env::args_os().skip(1).any(|a| {
             let a = a.to_string_lossy();

@@ -2,7 +2,9 @@
 //!
 //! - `bench render` ([`render`]): fresh PKI, pure render, write, and an unchanged re-run.
 //! - `bench up` and `bench fanout` ([`lab`]): real SSH to lab hosts on this machine (root).
+//! - `bench day2` ([`day2`]): node replace, node add and certs check in a lab (root).
 
+mod day2;
 mod lab;
 mod render;
 
@@ -32,6 +34,7 @@ pub fn run(g: &Global, b: &BenchArgs) -> Result<ExitCode, CliError> {
             *warm_runs,
         ),
         BenchWhat::Fanout { hosts } => lab::fanout(g, hosts),
+        BenchWhat::Day2 { runs } => day2::run(g, *runs),
     }
 }
 
