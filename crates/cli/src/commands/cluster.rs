@@ -1,7 +1,7 @@
 //! The commands that talk to the Kubernetes API: the Kubernetes part of `kubeha up`,
 //! `kubeha images`, `kubeha check` and `kubeha fix pod-cidr`.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use kubeha_apply::{Report, gate::GateResult};
 use kubeha_kube::{
@@ -24,10 +24,19 @@ use crate::{
 /// Where the super-admin credentials live on the first control plane.
 const SUPER_ADMIN_CONF: &str = "/etc/kubernetes/super-admin.conf";
 
-/// What `kubeha up` did through the Kubernetes API.
+/// What `kubeha up` did through the Kubernetes API, and where the admin kubeconfig is.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeOutcome {
+    #[serde(flatten)]
+    pub result: KubeResult,
+    /// The operator's admin kubeconfig (0600), server = the cluster's endpoint.
+    pub admin_kubeconfig: String,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase", tag = "status")]
-pub enum KubeOutcome {
+pub enum KubeResult {
     /// The control-plane gate did not pass because no API server can run on these hosts.
     NotVerifiable {
         reason: String,
@@ -41,11 +50,11 @@ pub enum KubeOutcome {
 
 impl KubeOutcome {
     pub fn text(&self) -> String {
-        match self {
-            KubeOutcome::NotVerifiable { reason, objects } => format!(
+        let mut s = match &self.result {
+            KubeResult::NotVerifiable { reason, objects } => format!(
                 "kubernetes: not verifiable ({reason}); {objects} object(s) rendered under _cluster/ by `kubeha render`, not applied\n"
             ),
-            KubeOutcome::Applied { steps } => {
+            KubeResult::Applied { steps } => {
                 let mut t =
                     Table::new(["STEP", "CREATED", "UPDATED", "UNCHANGED", "DETAIL", "TIME"]);
                 for s in steps {
@@ -60,14 +69,29 @@ impl KubeOutcome {
                 }
                 t.render()
             }
-        }
+        };
+        s.push_str(&format!(
+            "admin kubeconfig: {} (`kubeha kubeconfig --merge` adds it to ~/.kube/config)\n",
+            self.admin_kubeconfig
+        ));
+        s
     }
+}
+
+/// Writes the admin kubeconfig into the cluster's state dir when it differs; its path.
+fn write_admin_kubeconfig(state: &Path, text: &str) -> Result<String, CliError> {
+    let path = state.join("admin.kubeconfig");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        super::kubeconfig::write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(path.display().to_string())
 }
 
 /// Runs the Kubernetes bring-up when the first control plane's gate passed.
 ///
 /// `None` when the cluster has no control plane (etcd/LB-only files).
 pub fn after_converge(
+    state: &Path,
     spec: &Spec,
     rendered: &Rendered,
     materials: &Materials,
@@ -78,6 +102,8 @@ pub fn after_converge(
         return Ok(None);
     };
     let bundles = cluster_bundles(Ctx::new(spec, materials))?;
+    let admin = kubeha_render::operator::admin_kubeconfig(Ctx::new(spec, materials))?;
+    let admin_kubeconfig = write_admin_kubeconfig(state, &admin)?;
     let gate = report
         .phases
         .iter()
@@ -86,9 +112,12 @@ pub fn after_converge(
     match gate {
         Some(GateResult::Passed(_)) => {}
         Some(GateResult::NotVerifiable(reason)) => {
-            return Ok(Some(KubeOutcome::NotVerifiable {
-                reason,
-                objects: bundles.iter().map(|b| b.manifests.len()).sum(),
+            return Ok(Some(KubeOutcome {
+                result: KubeResult::NotVerifiable {
+                    reason,
+                    objects: bundles.iter().map(|b| b.manifests.len()).sum(),
+                },
+                admin_kubeconfig,
             }));
         }
         _ => return Ok(None),
@@ -102,7 +131,6 @@ pub fn after_converge(
             message: format!("no {SUPER_ADMIN_CONF} rendered for {}", first.name),
             help: "this is a bug in kubeha's rendering; please report it".into(),
         })?;
-    let admin = kubeha_render::operator::admin_kubeconfig(Ctx::new(spec, materials))?;
     let bootstrap_edge = Edge::from_kubeconfig(&super_admin.content, EdgeOptions::default())?;
     let admin_edge = Edge::from_kubeconfig(&admin, EdgeOptions::default())?;
     let markings = bootstrap::markings(spec);
@@ -121,7 +149,10 @@ pub fn after_converge(
         }
     };
     let steps = kubeha_kube::bringup::bring_up(&bootstrap_edge, &admin_edge, &b, &say)?;
-    Ok(Some(KubeOutcome::Applied { steps }))
+    Ok(Some(KubeOutcome {
+        result: KubeResult::Applied { steps },
+        admin_kubeconfig,
+    }))
 }
 
 /// Nodes that run a kubelet, with their addresses.

@@ -339,7 +339,7 @@ fn write_backup(path: &Path, bytes: &[u8], now: i64) -> Result<PathBuf, CliError
 }
 
 /// Temp file in the same directory, mode 0600, fsync, rename over `path`, fsync the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let dir = parent_dir(path);
     let name = path
         .file_name()

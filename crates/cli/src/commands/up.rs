@@ -190,6 +190,7 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
         None
     } else {
         match super::cluster::after_converge(
+            &state,
             spec,
             &rendered,
             &materials,

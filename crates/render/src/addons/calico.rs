@@ -44,6 +44,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kubeha_spec::Spec;
 use serde_json::json;
 
+use super::build::{env, labels, meta};
 use crate::error::Result;
 use crate::images::{DEFAULT_REPOSITORY, mirror};
 use crate::manifest::{Bundle, Manifest, Stage};
@@ -105,28 +106,6 @@ pub fn bundle(spec: &Spec) -> Result<Bundle> {
         stage: Stage::Cni,
         manifests,
     })
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect(),
-    )
-}
-
-fn meta(name: &str, namespace: Option<&str>, pairs: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: namespace.map(str::to_string),
-        labels: if pairs.is_empty() {
-            None
-        } else {
-            labels(pairs)
-        },
-        ..Default::default()
-    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -632,14 +611,6 @@ fn secrets_role_binding() -> RoleBinding {
         metadata: meta(SECRETS_ROLE, Some(NAMESPACE), &[("k8s-app", OPERATOR)]),
         role_ref: cluster_role_ref(SECRETS_ROLE),
         subjects: Some(vec![operator_subject()]),
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
     }
 }
 

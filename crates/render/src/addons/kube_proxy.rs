@@ -23,7 +23,6 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kubeha_spec::Spec;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::manifest::{Bundle, Manifest, Stage};
@@ -314,16 +313,6 @@ pub fn kubeconfig_text(spec: &Spec) -> String {
     .join("\n")
 }
 
-/// kubeadm's `sha256:<hex>` over a ConfigMap's values concatenated in key order (no binary
-/// data here). The same rule signs `kubelet-config`.
-pub fn component_config_hash(data: &BTreeMap<String, String>) -> String {
-    let mut hash = Sha256::new();
-    for value in data.values() {
-        hash.update(value.as_bytes());
-    }
-    format!("sha256:{}", hex::encode(hash.finalize()))
-}
-
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -345,16 +334,17 @@ pub fn config_map(spec: &Spec) -> Result<ConfigMap> {
         (CONFIG_KEY.to_string(), config_text(spec)?),
         (KUBECONFIG_KEY.to_string(), kubeconfig_text(spec)),
     ]);
-    let hash = component_config_hash(&data);
-    Ok(ConfigMap {
+    let mut cm = ConfigMap {
         metadata: ObjectMeta {
             labels: Some(labels(&[("app", NAME)])),
-            annotations: Some(labels(&[(HASH_ANNOTATION, &hash)])),
             ..system_meta(NAME)
         },
         data: Some(data),
         ..Default::default()
-    })
+    };
+    let hash = crate::bootstrap::config_hash(&cm);
+    cm.metadata.annotations = Some(labels(&[(HASH_ANNOTATION, &hash)]));
+    Ok(cm)
 }
 
 /// The kube-proxy DaemonSet from kubeadm's `KubeProxyDaemonSet19` template.

@@ -34,10 +34,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -48,6 +48,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubeha_spec::Spec;
 use serde_json::json;
 
+use super::build::{env, field_env, labels};
 use crate::addons::calico::{open_crd, rule};
 use crate::error::Result;
 use crate::images::mirror;
@@ -126,29 +127,12 @@ pub fn bundle(spec: &Spec) -> Result<Option<Bundle>> {
     }))
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect(),
-    )
-}
-
-fn meta(name: &str, namespaced: bool, pairs: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: namespaced.then(|| NAMESPACE.to_string()),
-        labels: if pairs.is_empty() {
-            None
-        } else {
-            labels(pairs)
-        },
-        ..Default::default()
-    }
-}
-
 const APP: (&str, &str) = ("app", "metallb");
+
+/// Name and labels, in `metallb-system` when `namespaced`.
+fn meta(name: &str, namespaced: bool, pairs: &[(&str, &str)]) -> ObjectMeta {
+    super::build::meta(name, namespaced.then_some(NAMESPACE), pairs)
+}
 
 fn namespace() -> Namespace {
     Namespace {
@@ -374,28 +358,6 @@ fn webhook_service() -> Service {
             selector: labels(&[("component", "controller")]),
             ..Default::default()
         }),
-        ..Default::default()
-    }
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 //! kubeadm installs itself (kube-proxy, CoreDNS), the pod network (Calico or Flannel) and
 //! MetalLB. Every object is typed; versions are pinned here and listed by `kubeha images`.
 
+mod build;
 pub mod calico;
 pub mod coredns;
 pub mod flannel;

@@ -11,6 +11,7 @@ use std::{
     cell::Cell,
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -38,6 +39,10 @@ const CERTS_TARGET_SECONDS: f64 = 1.0;
 const UP_LIMIT: Duration = Duration::from_secs(300);
 const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 const HEALTH_LIMIT: Duration = Duration::from_secs(60);
+/// Pause between replacements: etcd refuses a member add ("unhealthy cluster") until every
+/// member has been connected for 5 s, and a member replaced seconds ago would otherwise slow
+/// the next run. Dead hosts are independent events, not back to back.
+const SETTLE: Duration = Duration::from_secs(6);
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -50,6 +55,11 @@ struct Run {
     command_seconds: f64,
     /// The time the command reports itself (`seconds` of its JSON report), if it does.
     kubeha_seconds: Option<f64>,
+    /// `node replace`: when a watcher polling etcd every 100 ms first saw all members healthy
+    /// while the command still ran (it goes on to converge every host after that).
+    first_healthy_seconds: Option<f64>,
+    /// The command's own step lines (`node add|replace`), to see where the time went.
+    steps: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -168,6 +178,22 @@ impl Ran {
         self.report
             .get("seconds")
             .and_then(serde_json::Value::as_f64)
+    }
+
+    fn steps(&self) -> Vec<String> {
+        self.report["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                format!(
+                    "[{}s] {}: {}",
+                    x["seconds"],
+                    x["node"].as_str().unwrap_or_default(),
+                    x["what"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
     }
 }
 
@@ -377,6 +403,8 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
             seconds: r.own_seconds().unwrap_or(r.wall),
             command_seconds: r.wall,
             kubeha_seconds: r.own_seconds(),
+            first_healthy_seconds: None,
+            steps: r.steps(),
         });
         if i + 1 < runs {
             kubeha.run(&["node", "remove", ADDED], COMMAND_LIMIT)?;
@@ -414,6 +442,8 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
                 seconds: r.wall,
                 command_seconds: r.wall,
                 kubeha_seconds: None,
+                first_healthy_seconds: None,
+                steps: Vec::new(),
             });
         }
     }
@@ -431,6 +461,9 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
                 NAME,
                 format!("not {members}/{members} healthy within {HEALTH_LIMIT:?}"),
             ));
+        }
+        if i > 0 {
+            std::thread::sleep(SETTLE);
         }
         let n = spec
             .node(node)
@@ -459,7 +492,22 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
         }
         close_all(&conns);
         let t = Instant::now();
-        let r = kubeha.run(&["node", "replace", node], COMMAND_LIMIT)?;
+        let done = AtomicBool::new(false);
+        let (r, first_healthy_seconds) = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if all_healthy(&client, members) {
+                        return Some(secs(t.elapsed()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                None
+            });
+            let r = kubeha.run(&["node", "replace", node], COMMAND_LIMIT);
+            done.store(true, Ordering::Relaxed);
+            (r, watcher.join().ok().flatten())
+        });
+        let r = r?;
         if !wait_until(HEALTH_LIMIT, || all_healthy(&client, members)) {
             return Err(failure(
                 "wait for healthy etcd after replacing",
@@ -470,17 +518,30 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
             ));
         }
         let healthy = secs(t.elapsed());
+        // Only a real replacement counts: the old member removed, the new one promoted.
+        let steps = r.steps();
+        let said = |w: &str| steps.iter().any(|s| s.contains(w));
+        if !(said("removed the old etcd member") && said("promoted")) {
+            return Err(failure(
+                "check the steps of replacing",
+                node,
+                format!("no member removed and promoted:\n{}", steps.join("\n")),
+            ));
+        }
         eprintln!(
-            "bench: node replace {node}{} #{}: {:.2}s, {members}/{members} healthy at {healthy:.2}s",
+            "bench: node replace {node}{} #{}: {:.2}s, {members}/{members} healthy at {healthy:.2}s (first seen at {})",
             if leader { " (leader)" } else { "" },
             i + 1,
-            r.wall
+            r.wall,
+            opt_s(first_healthy_seconds)
         );
         replaces.push(Run {
             subject: format!("{node}{}", if leader { " (leader)" } else { "" }),
             seconds: healthy,
             command_seconds: r.wall,
             kubeha_seconds: r.own_seconds(),
+            first_healthy_seconds,
+            steps,
         });
     }
 
@@ -563,7 +624,15 @@ fn text(r: &Day2Bench) -> String {
     }
     s.push_str(&t.render());
     s.push('\n');
-    let mut t = Table::new(["MEASUREMENT", "#", "ON", "MEASURED", "COMMAND", "KUBEHA"]);
+    let mut t = Table::new([
+        "MEASUREMENT",
+        "#",
+        "ON",
+        "MEASURED",
+        "COMMAND",
+        "KUBEHA",
+        "3/3 FIRST SEEN",
+    ]);
     for x in &r.series {
         for (i, run) in x.runs.iter().enumerate() {
             t.row([
@@ -573,6 +642,7 @@ fn text(r: &Day2Bench) -> String {
                 format!("{:.2}s", run.seconds),
                 format!("{:.2}s", run.command_seconds),
                 opt_s(run.kubeha_seconds),
+                opt_s(run.first_healthy_seconds),
             ]);
         }
     }
@@ -581,7 +651,7 @@ fn text(r: &Day2Bench) -> String {
         s.push_str(&format!("{}: {}\n", x.name, x.measures));
     }
     s.push_str(
-        "COMMAND: the child process's wall time; KUBEHA: the time the command reports itself\n",
+        "COMMAND: the child process's wall time; KUBEHA: the time the command reports itself; 3/3 FIRST SEEN: all etcd members healthy, seen by a watcher while `node replace` still ran (it then converges every host)\n",
     );
     s
 }

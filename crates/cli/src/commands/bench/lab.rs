@@ -564,7 +564,7 @@ pub fn up(
             phase: p.phase.to_string(),
             hosts: p.hosts.len(),
             files: p.files_changed,
-            started: p.started.len() + p.restarted.len(),
+            started: p.started.len() + p.restarted.len() + p.reloaded.len(),
             seconds: p.seconds,
             gate: p.gate.as_ref().map(GateResult::text),
             gate_wait_seconds: p.gate.as_ref().and_then(gate_wait),
