@@ -791,13 +791,28 @@ fn retire_replaced_member(
             ),
         });
     }
-    let check = guard(cx, name, &client, &members, &old.id, force).map_err(|c| Fail::Refused {
+    retire_member(cx, &client, name, &members, old, force, || {})
+}
+
+/// Removes `old`, the member `name` takes over from, behind the quorum guard; `before_removal`
+/// runs once the guard has allowed it (stopping a local etcd whose data is to be wiped).
+fn retire_member(
+    cx: &Cx<'_>,
+    client: &Client,
+    name: &str,
+    members: &[Member],
+    old: &Member,
+    force: bool,
+    before_removal: impl FnOnce(),
+) -> Result<(), Fail> {
+    let check = guard(cx, name, client, members, &old.id, force).map_err(|c| Fail::Refused {
         message: format!("refusing to remove the old member {}: {c}", describe(old)),
         help: "bring the other members back first, or pass --force to remove it anyway (the cluster then stops accepting writes until quorum is back)".into(),
     })?;
+    before_removal();
     remove_member(
         cx,
-        &client,
+        client,
         name,
         &format!("remove the old member {}", describe(old)),
         old,
@@ -916,29 +931,12 @@ fn etcd_join(
     }
     let mut stopped = false;
     if let Some(old) = &plan.remove {
-        let check = guard(cx, name, &client, &members, &old.id, force).map_err(|c| Fail::Refused {
-            message: format!("refusing to remove the old member {}: {c}", describe(old)),
-            help: "bring the other members back first, or pass --force to remove it anyway (the cluster then stops accepting writes until quorum is back)".into(),
+        retire_member(cx, &client, name, &members, old, force, || {
+            if plan.wipe {
+                stop_unit(cx, &o.manager, t, name, "etcd.service");
+                stopped = true;
+            }
         })?;
-        if plan.wipe {
-            stop_unit(cx, &o.manager, t, name, "etcd.service");
-            stopped = true;
-        }
-        remove_member(
-            cx,
-            &client,
-            name,
-            &format!("remove the old member {}", describe(old)),
-            old,
-        )?;
-        cx.log.say(
-            name,
-            format!(
-                "removed the old etcd member {}{}",
-                describe(old),
-                check.map(|c| format!(" ({c})")).unwrap_or_default()
-            ),
-        );
     }
     if plan.wipe {
         if !stopped {
