@@ -239,3 +239,103 @@ fn livez(base: &str, t: &dyn Transport, can_run: bool, timeout: Duration) -> Gat
         Err(e) => GateResult::Failed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubeha_transport::LocalTransport;
+    use std::process::{Child, Command as Proc, Stdio};
+
+    /// `openssl s_server -HTTP` on 127.0.0.61: serves files of `dir` as raw HTTP responses.
+    struct Server(Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn serve(dir: &std::path::Path, port: u16) -> Server {
+        let ok = Proc::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=livez-test",
+                "-days",
+                "1",
+                "-keyout",
+                "k.pem",
+                "-out",
+                "c.pem",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(ok.success());
+        let child = Proc::new("openssl")
+            .args([
+                "s_server", "-quiet", "-HTTP", "-cert", "c.pem", "-key", "k.pem", "-accept",
+            ])
+            .arg(format!("127.0.0.61:{port}"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s_server starts");
+        // Bounded wait for the listener.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.61", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server(child)
+    }
+
+    #[test]
+    fn livez_passes_only_on_ok_from_the_server_asked_on_the_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.61:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let _server = serve(dir.path(), port);
+        let base = format!("https://127.0.0.61:{port}");
+        let t = LocalTransport::new("cp-1");
+
+        std::fs::write(
+            dir.path().join("livez"),
+            "HTTP/1.0 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n[-]etcd failed\n",
+        )
+        .expect("write");
+        match livez(&base, &t, true, Duration::from_millis(1500)) {
+            GateResult::Failed(detail) => assert!(detail.contains("etcd failed"), "{detail}"),
+            other => panic!("an unhealthy API server passed: {other:?}"),
+        }
+
+        std::fs::write(
+            dir.path().join("livez"),
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nok",
+        )
+        .expect("write");
+        match livez(&base, &t, true, Duration::from_secs(10)) {
+            GateResult::Passed(s) => assert!(s.contains(&format!("{base}/livez ok")), "{s}"),
+            other => panic!("a live API server failed: {other:?}"),
+        }
+
+        assert!(matches!(
+            livez(&base, &t, false, Duration::from_secs(1)),
+            GateResult::NotVerifiable(_)
+        ));
+    }
+}
