@@ -418,7 +418,8 @@ pub fn scheduler(cx: Ctx<'_>) -> Component {
 /// Differences from guide 000's file, on purpose: logs go to stdout (no `/dev/log` in the
 /// container, no `user`/`group`: the image already runs as `haproxy`); client/server timeouts
 /// of 1h so idle watch streams are not cut (the apiserver's etcd client also pings every 30s);
-/// sessions to a member marked down are closed so the apiserver reconnects to a live one.
+/// sessions to a member marked down are closed so the apiserver reconnects to a live one; a
+/// new connection a restarting member refuses is retried on another (`option redispatch`).
 ///
 /// The systemd unit ([`etcd_proxy_unit`]) reads this very file: stdout goes to the journal
 /// there (or to the lab supervisor's log), and HAProxy stays root, as the unit starts it.
@@ -445,6 +446,8 @@ defaults
     mode tcp
     option tcplog
     option dontlognull
+    option redispatch
+    retries 3
     timeout connect 5s
     timeout client 1h
     timeout server 1h

@@ -14,6 +14,9 @@
 //!   in FAULT, releasing the VIP whatever the priority gap; no `weight` arithmetic.
 //! - VRRP goes unicast to the other LBs when they share the VIP's address family: it also works
 //!   where multicast is filtered (many VPS networks).
+//! - `option redispatch` + `retries 3` (as in kubeadm's HA considerations): a new connection
+//!   to a backend that refuses it (restarting for a certificate renewal, not yet marked down
+//!   by the 2-s checks) is retried on another backend instead of failing the client.
 //! - The frontend binds `*:<endpoint port>`: HAProxy starts whether or not this LB holds the
 //!   VIP (an LB is never a control plane, so the port is free).
 //! - With `loadBalancer.etcdPort`, a second TCP frontend `etcd` on `*:<etcdPort>` forwards to
@@ -99,6 +102,7 @@ pub fn haproxy_cfg(spec: &Spec, node: &Node) -> Result<String, fmt::Error> {
         "global\n    log /dev/log local0\n    user haproxy\n    group haproxy\n    daemon\n    \
          stats socket /run/haproxy/admin.sock mode 660 level admin\n    stats timeout 30s\n\n\
          defaults\n    log global\n    mode tcp\n    option tcplog\n    option dontlognull\n    \
+         option redispatch\n    retries 3\n    \
          timeout connect 5s\n    timeout client 50s\n    timeout server 50s\n    timeout check 5s\n\n",
     );
     long_lived_tcp(

@@ -109,11 +109,51 @@ fn certs_renew_all_rolls_etcd_without_losing_quorum_and_up_is_a_noop() {
             }
         })
     };
+    // etcd through the VIP (HAProxy on the LBs, `loadBalancer.etcdPort`) polled alongside:
+    // the VIP must keep serving while members restart one by one.
+    let (vip_polls, vip_lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let vip_poller = {
+        let (stop, polls, lost) = (stop.clone(), vip_polls.clone(), vip_lost.clone());
+        let p = lab.pki();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).expect("pki file");
+        let tls = kubeha_etcd::TlsMaterial {
+            ca_pem: read("etcd/ca.crt"),
+            cert_pem: read("nodes/etcd-1/etcd/healthcheck-client.crt"),
+            key_pem: read("nodes/etcd-1/etcd/healthcheck-client.key"),
+        };
+        let vip = format!(
+            "https://{}:2379",
+            lab.spec.load_balancer.as_ref().expect("lb").vip
+        );
+        let c = kubeha_etcd::Client::new(vec![vip.clone()], &tls, Duration::from_secs(2))
+            .expect("client through the VIP");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                polls.fetch_add(1, Ordering::SeqCst);
+                if !c.health(&vip).healthy {
+                    lost.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
     let t1 = Instant::now();
     let text = lab.ok(&["certs", "renew", "--all"]);
     let took = t1.elapsed();
     stop.store(true, Ordering::SeqCst);
     poller.join().expect("poller");
+    vip_poller.join().expect("VIP poller");
+    eprintln!(
+        "through the VIP: {} polls, {} failed",
+        vip_polls.load(Ordering::SeqCst),
+        vip_lost.load(Ordering::SeqCst)
+    );
+    assert!(vip_polls.load(Ordering::SeqCst) > 5);
+    assert_eq!(
+        vip_lost.load(Ordering::SeqCst),
+        0,
+        "etcd through the VIP failed during the renewal"
+    );
     eprintln!(
         "renew took {took:.1?}, {} polls: {text}",
         polls.load(Ordering::SeqCst)
