@@ -14,9 +14,9 @@
 //!   in FAULT, releasing the VIP whatever the priority gap; no `weight` arithmetic.
 //! - VRRP goes unicast to the other LBs when they share the VIP's address family: it also works
 //!   where multicast is filtered (many VPS networks).
-//! - `option redispatch` + `retries 3` (as in kubeadm's HA considerations): a new connection
-//!   to a backend that refuses it (restarting for a certificate renewal, not yet marked down
-//!   by the 2-s checks) is retried on another backend instead of failing the client.
+//! - `option redispatch` with `retries 3` (kubeadm's HA considerations: redispatch, 1 retry):
+//!   a new connection to a backend that refuses it (restarting for a certificate renewal, not
+//!   yet marked down by the 2-s checks) is retried on another backend instead of failing.
 //! - The frontend binds `*:<endpoint port>`: HAProxy starts whether or not this LB holds the
 //!   VIP (an LB is never a control plane, so the port is free).
 //! - With `loadBalancer.etcdPort`, a second TCP frontend `etcd` on `*:<etcdPort>` forwards to
