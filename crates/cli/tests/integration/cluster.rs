@@ -2,23 +2,28 @@
 //! output. The API commands run against the in-process fake API server on 127.0.0.1 (no real
 //! Kubernetes API server exists on this machine).
 
-use std::fs;
+use std::{fs, path::Path, process::Output};
 
 use kubeha_kube::fake::FakeApi;
 use serde_json::{Value, json};
 
 use crate::harness::Sandbox;
 
+/// `kubeha ARGS FILE [--kubeconfig K]` in the sandbox (the cluster file follows `-f`).
+fn kubeha(sb: &Sandbox, args: &[&str], file: &Path, kubeconfig: Option<&Path>) -> Output {
+    let mut c = sb.kubeha();
+    c.args(args).arg(file);
+    if let Some(k) = kubeconfig {
+        c.arg("--kubeconfig").arg(k);
+    }
+    c.output().expect("runs")
+}
+
 #[test]
 fn images_lists_every_image_and_follows_a_mirror() {
     let sb = Sandbox::new();
     let file = sb.example("external-etcd.yaml", true);
-    let out = sb
-        .kubeha()
-        .args(["images", "-o", "json", "-f"])
-        .arg(&file)
-        .output()
-        .expect("runs");
+    let out = kubeha(&sb, &["images", "-o", "json", "-f"], &file, None);
     assert!(
         out.status.success(),
         "{}",
@@ -55,12 +60,7 @@ fn images_lists_every_image_and_follows_a_mirror() {
         format!("imageRepository: mirror.example.invalid/k8s\n{text}")
     };
     let file = sb.write("mirror.yaml", &mirrored);
-    let out = sb
-        .kubeha()
-        .args(["images", "-o", "json", "-f"])
-        .arg(&file)
-        .output()
-        .expect("runs");
+    let out = kubeha(&sb, &["images", "-o", "json", "-f"], &file, None);
     assert!(
         out.status.success(),
         "{}",
@@ -153,15 +153,7 @@ fn check_finds_a_pod_cidr_disagreement_and_fix_corrects_the_live_cluster() {
     // Installed with the wrong range (guide 000's FAQ: --pod-network-cidr forgotten).
     live_cluster(&fake, "192.168.0.0/16", None);
 
-    let check = |sb: &Sandbox| {
-        sb.kubeha()
-            .args(["check", "-o", "json", "-f"])
-            .arg(&file)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .output()
-            .expect("runs")
-    };
+    let check = |sb: &Sandbox| kubeha(sb, &["check", "-o", "json", "-f"], &file, Some(&kubeconfig));
     let out = check(&sb);
     assert_eq!(
         out.status.code(),
@@ -187,26 +179,17 @@ fn check_finds_a_pod_cidr_disagreement_and_fix_corrects_the_live_cluster() {
         "{differs:?}"
     );
     // The table names the command that fixes it.
-    let out = sb
-        .kubeha()
-        .args(["check", "-f"])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()
-        .expect("runs");
+    let out = kubeha(&sb, &["check", "-f"], &file, Some(&kubeconfig));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DIFFERS"), "{text}");
     assert!(text.contains("kubeha fix pod-cidr"), "{text}");
 
-    let out = sb
-        .kubeha()
-        .args(["fix", "pod-cidr", "-o", "json", "-f"])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()
-        .expect("runs");
+    let out = kubeha(
+        &sb,
+        &["fix", "pod-cidr", "-o", "json", "-f"],
+        &file,
+        Some(&kubeconfig),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -250,14 +233,12 @@ fn check_finds_a_pod_cidr_disagreement_and_fix_corrects_the_live_cluster() {
     assert!(still.is_empty(), "{still:#?}");
     // A re-run changes nothing.
     fake.clear_requests();
-    let out = sb
-        .kubeha()
-        .args(["fix", "pod-cidr", "-o", "json", "-f"])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()
-        .expect("runs");
+    let out = kubeha(
+        &sb,
+        &["fix", "pod-cidr", "-o", "json", "-f"],
+        &file,
+        Some(&kubeconfig),
+    );
     assert!(out.status.success());
     let writes: Vec<String> = fake
         .requests()
@@ -275,14 +256,7 @@ fn fix_lists_nodes_whose_pod_cidr_cannot_change_in_place() {
     let fake = FakeApi::start();
     let kubeconfig = sb.write("fake.kubeconfig", &fake.kubeconfig());
     live_cluster(&fake, "10.244.0.0/16", Some("192.168.3.0/24"));
-    let out = sb
-        .kubeha()
-        .args(["fix", "pod-cidr", "-f"])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()
-        .expect("runs");
+    let out = kubeha(&sb, &["fix", "pod-cidr", "-f"], &file, Some(&kubeconfig));
     assert!(
         out.status.success(),
         "{}",
@@ -309,14 +283,12 @@ fn check_against_an_api_server_that_does_not_answer_fails_clearly() {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
         ),
     );
-    let out = sb
-        .kubeha()
-        .args(["check", "--timeout", "3", "-f"])
-        .arg(&file)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .output()
-        .expect("runs");
+    let out = kubeha(
+        &sb,
+        &["check", "--timeout", "3", "-f"],
+        &file,
+        Some(&kubeconfig),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
