@@ -94,21 +94,19 @@ impl Diagnostic for ProblemReport {
     }
 }
 
-fn value_len(src: &str, offset: usize) -> usize {
-    src[offset..]
-        .find(['\n', ',', '}', ']'])
-        .unwrap_or(src.len() - offset)
-        .max(1)
-}
-
 /// Prints cluster-file problems (errors and warnings) with source snippets to stderr.
 pub fn print_problems(path: &std::path::Path, src: Option<&str>, problems: &[Problem]) {
     for p in problems {
         let (src_named, span) = match (src, p.offset) {
-            (Some(s), Some(off)) if off <= s.len() => (
-                Some(NamedSource::new(path.display().to_string(), s.to_string())),
-                Some(SourceSpan::new(off.into(), value_len(s, off))),
-            ),
+            (Some(s), Some(off)) if off <= s.len() => {
+                // Only the lines around the problem, cut to a sane width: one enormous
+                // line must not flood the terminal.
+                let e = kubeha_spec::excerpt(s, off);
+                (
+                    Some(NamedSource::new(path.display().to_string(), e.text)),
+                    Some(SourceSpan::new(e.offset.into(), e.len)),
+                )
+            }
             _ => (None, None),
         };
         let location = if p.line > 0 {
@@ -127,7 +125,58 @@ pub fn print_problems(path: &std::path::Path, src: Option<&str>, problems: &[Pro
             src: src_named,
             span,
         };
-        eprintln!("{:?}", miette::Report::new(report));
+        errln!("{:?}", miette::Report::new(report));
+    }
+}
+
+/// Every reason a cluster file cannot be used, as problems with field, place, message and
+/// help: what `report` shows on stderr and `validate -o json` prints on stdout.
+pub fn spec_problems(err: &SpecError) -> Vec<Problem> {
+    match err {
+        SpecError::Invalid { problems, .. } => problems.clone(),
+        SpecError::Syntax {
+            line,
+            column,
+            offset,
+            message,
+            ..
+        } => vec![Problem {
+            severity: Severity::Error,
+            field: "syntax".into(),
+            line: *line,
+            column: *column,
+            offset: *offset,
+            message: message.clone(),
+            help: Some(
+                "fix the YAML at this place; `kubeha init` writes a commented example of every field"
+                    .into(),
+            ),
+        }],
+        SpecError::Read { path, source } => {
+            let (message, help) = match source.kind() {
+                std::io::ErrorKind::NotFound => (
+                    format!("cluster file {} does not exist", path.display()),
+                    "create one with `kubeha init`, or name it with -f FILE",
+                ),
+                std::io::ErrorKind::InvalidData => (
+                    format!("cluster file {} is not UTF-8 text", path.display()),
+                    "name the YAML cluster file with -f FILE",
+                ),
+                _ => (
+                    format!("cannot read cluster file {}: {source}", path.display()),
+                    "check the path and its permissions",
+                ),
+            };
+            vec![Problem {
+                severity: Severity::Error,
+                field: "file".into(),
+                line: 0,
+                column: 0,
+                offset: None,
+                message,
+                help: Some(help.into()),
+            }]
+        }
     }
 }
 
@@ -141,46 +190,26 @@ pub fn report(err: CliError) {
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
                 .count();
-            eprintln!("{}: {n} error(s); nothing was written", path.display());
+            errln!("{}: {n} error(s); nothing was written", path.display());
         }
-        CliError::Spec(SpecError::Syntax {
-            path,
-            line,
-            column,
-            offset,
-            message,
-        }) => {
-            let src = std::fs::read_to_string(&path).ok();
-            let p = Problem {
-                severity: Severity::Error,
-                field: "syntax".into(),
-                line,
-                column,
-                offset,
-                message,
-                help: Some("fix the YAML at this place; `kubeha init` writes a commented example of every field".into()),
-            };
-            print_problems(&path, src.as_deref(), &[p]);
-            eprintln!("{}: nothing was written", path.display());
+        CliError::Spec(e @ SpecError::Syntax { .. }) => {
+            if let SpecError::Syntax { path, .. } = &e {
+                let src = std::fs::read_to_string(path).ok();
+                print_problems(path, src.as_deref(), &spec_problems(&e));
+                errln!("{}: nothing was written", path.display());
+            }
         }
-        CliError::Spec(SpecError::Read { path, source }) => {
-            let help = if source.kind() == std::io::ErrorKind::NotFound {
-                "create one with `kubeha init`, or name it with -f FILE"
-            } else {
-                "check the path and its permissions"
-            };
-            eprintln!(
-                "{:?}",
-                miette::miette!(
-                    help = help,
-                    "cannot read cluster file {}: {source}",
-                    path.display()
-                )
-            );
+        CliError::Spec(e @ SpecError::Read { .. }) => {
+            for p in spec_problems(&e) {
+                errln!(
+                    "{:?}",
+                    miette::miette!(help = p.help.unwrap_or_default(), "{}", p.message)
+                );
+            }
         }
         CliError::Apply(e) => report_apply(e),
         CliError::Input { message, help } => {
-            eprintln!("{:?}", miette::miette!(help = help, "{message}"));
+            errln!("{:?}", miette::miette!(help = help, "{message}"));
         }
         other => {
             let mut msg = other.to_string();
@@ -189,7 +218,7 @@ pub fn report(err: CliError) {
                 msg.push_str(&format!("\n  caused by: {e}"));
                 cur = e.source();
             }
-            eprintln!("Error: {msg}");
+            errln!("Error: {msg}");
         }
     }
 }
@@ -208,24 +237,24 @@ fn report_apply(e: kubeha_apply::ApplyError) {
                 let help = err
                     .help()
                     .unwrap_or_else(|| "check that the host is up and reachable over SSH".into());
-                eprintln!("{:?}", miette::miette!(help = help, "{msg}"));
+                errln!("{:?}", miette::miette!(help = help, "{msg}"));
             }
-            eprintln!(
+            errln!(
                 "{} host(s) could not be reached; nothing was changed on any host",
                 errors.len()
             );
         }
         ApplyError::Preflight { problems } => {
             for p in &problems {
-                eprintln!("  × preflight: {p}");
+                errln!("  × preflight: {p}");
             }
-            eprintln!(
+            errln!(
                 "preflight failed ({} problem(s)); nothing was changed",
                 problems.len()
             );
         }
         ApplyError::Gate { phase, detail, .. } => {
-            eprintln!(
+            errln!(
                 "{:?}",
                 miette::miette!(
                     help = "fix the cause and run `kubeha up` again: it continues from what the hosts hold",
@@ -242,7 +271,7 @@ fn report_apply(e: kubeha_apply::ApplyError) {
                 "fix the cause and run `kubeha up` again; hosts never hold half-written files"
                     .into()
             });
-            eprintln!(
+            errln!(
                 "{:?}",
                 miette::miette!(
                     help = help,

@@ -2,19 +2,19 @@
 //! into an exit status; the work lives in the library crates (`kubeha-spec`, `kubeha-pki`,
 //! `kubeha-render`).
 
+// First: its printing macros are used by every module below.
+#[macro_use]
+mod output;
 mod args;
 mod commands;
 mod error;
-mod output;
 mod table;
 mod tree;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::parse();
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

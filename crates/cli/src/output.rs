@@ -1,8 +1,46 @@
-//! Printing data to stdout in the format the user asked for.
+//! Printing: data to stdout in the format the user asked for, diagnostics to stderr.
+//!
+//! Nothing here panics on a closed pipe (`kubeha … | head -1`, `2>&1 | true`): std's
+//! `println!`/`eprintln!` do, so the binary uses `outln!`, `errln!` and `errprint!`
+//! instead (`clippy.toml` forbids the std macros in this crate).
+//!
+//! A closed stdout ends the program at once with status 0, as ripgrep and nextest do: the
+//! reader decided it had read enough, which is not kubeha failing, and a Rust program never
+//! dies of SIGPIPE (std ignores the signal), so the shell's 141 convention does not apply.
+//! A failed write to stderr is ignored and the command finishes with its own status: stderr
+//! only carries progress and diagnostics, and stopping a half-done `kubeha up` because a log
+//! reader went away, or turning a failed `validate` into a success, would be worse.
+
+use std::io::Write;
 
 use serde::Serialize;
 
-use crate::{args::Format, error::CliError, table::Table};
+use crate::{
+    args::Format,
+    error::{CliError, EXIT_FAILURE},
+    table::Table,
+};
+
+/// `println!` that ends quietly (status 0) when stdout is a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that ignores a closed or failing stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::print_stderr(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` (a prompt, no newline) that ignores a closed or failing stderr.
+macro_rules! errprint {
+    ($($arg:tt)*) => {
+        $crate::output::print_stderr(&format!($($arg)*))
+    };
+}
 
 /// Prints `value` as JSON or YAML, or calls `table` for the human form.
 pub fn emit<T: Serialize>(
@@ -29,17 +67,23 @@ pub fn emit<T: Serialize>(
     Ok(())
 }
 
-/// Writes to stdout; a closed pipe (`| head`) ends quietly.
+/// Writes to stdout. A closed pipe ends the program quietly with status 0; any other write
+/// error (a full disk behind `>`) ends it with status 1, saying so on stderr.
 pub fn print_stdout(text: &str) {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if out
-        .write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .is_err()
-    {
-        std::process::exit(0);
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        print_stderr(&format!("kubeha: cannot write to standard output: {e}\n"));
+        std::process::exit(i32::from(EXIT_FAILURE));
     }
+}
+
+/// Writes to stderr; a failure is ignored (see the module docs).
+pub fn print_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
 pub fn kv_table(rows: &[(&str, String)]) -> String {

@@ -140,27 +140,44 @@ fn write_file(path: &Path, f: &HostFile) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Refuses an output directory kubeha must not replace: one that exists, is not empty and
+/// holds no earlier kubeha render. `kubeha render` asks this before issuing anything.
+pub fn check_target(out: &Path) -> Result<(), CliError> {
+    if out.exists() && !out.is_dir() {
+        return Err(CliError::Input {
+            message: format!("{} exists and is not a directory", out.display()),
+            help: "name an empty or new directory with --out".into(),
+        });
+    }
+    if out.exists() && !is_ours(out) && !is_empty(out)? {
+        return Err(CliError::Input {
+            message: format!("{} exists and is not an earlier kubeha render", out.display()),
+            help: "name an empty or new directory with --out; kubeha replaces its output directory as a whole".into(),
+        });
+    }
+    Ok(())
+}
+
+fn is_ours(out: &Path) -> bool {
+    fs::read(out.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some_and(|old| old.format == MARKER)
+}
+
+fn is_empty(out: &Path) -> Result<bool, CliError> {
+    Ok(fs::read_dir(out)
+        .map_err(CliError::io("read", out))?
+        .next()
+        .is_none())
+}
+
 /// Writes the render to `out`, replacing an earlier render there as a whole.
 pub fn write(out: &Path, cluster: &str, r: &Rendered) -> Result<(Manifest, Outcome), CliError> {
     let m = manifest(cluster, r);
-    if out.exists() {
-        let is_ours = fs::read(out.join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-            .is_some_and(|old| old.format == MARKER);
-        let is_empty = fs::read_dir(out)
-            .map_err(CliError::io("read", out))?
-            .next()
-            .is_none();
-        if !is_ours && !is_empty {
-            return Err(CliError::Input {
-                message: format!("{} exists and is not an earlier kubeha render", out.display()),
-                help: "name an empty or new directory with --out; kubeha replaces its output directory as a whole".into(),
-            });
-        }
-        if is_ours && matches_on_disk(out, &m) {
-            return Ok((m, Outcome::Unchanged));
-        }
+    check_target(out)?;
+    if is_ours(out) && matches_on_disk(out, &m) {
+        return Ok((m, Outcome::Unchanged));
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -22,7 +22,7 @@ use kubeha_spec::{EndpointHost, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    LabError, cmd,
+    LabError, cmd, keys,
     names::{self, lab_range},
     sys,
 };
@@ -133,6 +133,7 @@ impl Lab {
         check_users(&plan)?;
         check_routes(&plan)?;
         let keys = ensure_user_keys(&plan, opts)?;
+        ensure_host_keys(&plan, opts)?;
 
         make_dir(&plan.data_dir, 0o700)?;
         ensure_data_fs(&plan.data_dir)?;
@@ -418,6 +419,8 @@ struct HostPlan {
     peer: String,
     user: String,
     key: PathBuf,
+    /// Where this host's sshd keys are kept between labs (lab state, next to `key`).
+    host_keys: PathBuf,
 }
 
 impl Plan {
@@ -466,6 +469,7 @@ impl Plan {
                 });
             }
             etc_hosts.push_str(&format!("{address}\t{} {}\n", spec.fqdn(n), n.name));
+            let key = expand_key(n.ssh.key.as_deref().unwrap_or_default());
             hosts.push(HostPlan {
                 node: n.name.clone(),
                 ns: names::namespace(&id, &n.name),
@@ -474,7 +478,8 @@ impl Plan {
                 peer: names::veth_peer(&id, &n.name),
                 veth,
                 user: n.ssh.user.clone(),
-                key: expand_key(n.ssh.key.as_deref().unwrap_or_default()),
+                host_keys: keys::host_keys_dir(&key, &spec.name, &n.name),
+                key,
             });
         }
         Ok(Plan {
@@ -520,7 +525,7 @@ impl Plan {
 }
 
 /// `~/x` → `$HOME/x`; anything else as written (relative to the current directory).
-fn expand_key(key: &str) -> PathBuf {
+pub(crate) fn expand_key(key: &str) -> PathBuf {
     match (key.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(key),
@@ -635,7 +640,7 @@ fn ensure_user_keys(plan: &Plan, opts: &LabOptions) -> Result<BTreeMap<PathBuf, 
             {
                 make_dir(parent, 0o700)?;
             }
-            let comment = format!("kubeha-lab {}", plan.cluster);
+            let comment = format!("{} {}", keys::LAB_KEY_COMMENT, plan.cluster);
             cmd::run(
                 &[
                     "ssh-keygen",
@@ -663,6 +668,24 @@ fn ensure_user_keys(plan: &Plan, opts: &LabOptions) -> Result<BTreeMap<PathBuf, 
         out.insert(key.clone(), pubkey.trim().to_string());
     }
     Ok(out)
+}
+
+/// Makes sure lab state holds every host's sshd keys. A host that runs now (its `/etc`
+/// layer exists) keeps the key it has; any other host without keys gets new ones.
+fn ensure_host_keys(plan: &Plan, opts: &LabOptions) -> Result<(), LabError> {
+    for h in &plan.hosts {
+        let current = plan.host_dir(h).join("etc/upper");
+        for (key_type, how) in keys::ensure_host_keys(&h.host_keys, &h.node, Some(&current))? {
+            opts.say(
+                &h.node,
+                &format!(
+                    "SSH host key ({key_type}) {how}; kept in {}",
+                    h.host_keys.display()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), LabError> {
@@ -852,7 +875,7 @@ fn ensure_host(
 }
 
 /// Writes the host's private `/etc` layer before it is mounted: host name, hosts, sshd
-/// config, host key, authorised keys.
+/// config, host keys (from lab state), authorised keys.
 fn prepare_layers(plan: &Plan, h: &HostPlan, pubkey: &str) -> Result<(), LabError> {
     let dir = plan.host_dir(h);
     make_dir(&dir, 0o755)?;
@@ -872,26 +895,7 @@ fn prepare_layers(plan: &Plan, h: &HostPlan, pubkey: &str) -> Result<(), LabErro
         0o644,
     )?;
     write_file(&etc.join("ssh/sshd_config"), &sshd_config(plan, h), 0o644)?;
-    let host_key = etc.join("ssh/ssh_host_ed25519_key");
-    if !host_key.exists() {
-        let k = host_key.to_string_lossy();
-        let comment = format!("root@{}", h.node);
-        cmd::run(
-            &[
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                &comment,
-                "-f",
-                &k,
-            ],
-            &format!("{}: generate the sshd host key", h.node),
-        )?;
-    }
+    keys::install_host_keys(&h.host_keys, &etc)?;
     unlock_user(&etc, &h.user)?;
     Ok(())
 }
@@ -930,7 +934,7 @@ fn sshd_config(plan: &Plan, h: &HostPlan) -> String {
         "# sshd of kubeha lab host {node} (lab {id}, cluster {cluster}); written by `kubeha lab up`.\n\
          Port {port}\n\
          ListenAddress {addr}:{port}\n\
-         HostKey /etc/ssh/ssh_host_ed25519_key\n\
+         {host_keys}\
          PidFile /run/sshd.pid\n\
          PermitRootLogin prohibit-password\n\
          PasswordAuthentication no\n\
@@ -952,6 +956,10 @@ fn sshd_config(plan: &Plan, h: &HostPlan) -> String {
         cluster = plan.cluster,
         port = h.port,
         addr = h.address,
+        host_keys = keys::HOST_KEY_TYPES
+            .iter()
+            .map(|t| format!("HostKey /etc/ssh/{}\n", keys::host_key_file(t)))
+            .collect::<String>(),
     )
 }
 

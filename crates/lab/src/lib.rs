@@ -17,11 +17,14 @@
 //! ```
 //!
 //! Network rule: a lab only uses 198.18.0.0/15 and loopback ([`check_spec`] refuses anything
-//! else); hosts get no default route and no NAT. Names are in [`names`].
+//! else); hosts get no default route and no NAT. Names are in [`names`]. Each host's SSH
+//! host keys are kept in lab state next to the lab key ([`keys`]), so a host that `lab up`
+//! re-creates is the same host to `kubeha up`.
 
 mod cmd;
 mod error;
 mod hosts;
+pub mod keys;
 pub mod names;
 pub mod supervisor;
 mod sys;
@@ -31,6 +34,7 @@ pub use hosts::{
     AUTHORIZED_KEYS, DownReport, HostReport, Lab, LabOptions, LabReport, Progress, SSHD,
     SSHD_CONFIG, check_spec, exec_in, exec_in_timeout, host_namespace, read_state, sshd_answers,
 };
+pub use keys::{LabKeys, lab_keys, purge_keys};
 pub use names::lab_id;
 
 /// Whether this process runs as root (the lab needs it to create namespaces and mounts).

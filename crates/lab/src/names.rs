@@ -14,8 +14,8 @@
 //!
 //! The data root defaults to `/var/lib/kubeha-lab`. Inside a host: `/etc` and `/var/lib` are
 //! overlays on the machine's, `/run` a fresh tmpfs, sshd's config `/etc/ssh/sshd_config`,
-//! its host key `/etc/ssh/ssh_host_ed25519_key`, the authorised key
-//! `/etc/ssh/kubeha-lab/authorized_keys`.
+//! its host key `/etc/ssh/ssh_host_ed25519_key` (a copy of the one kept in lab state, see
+//! [`crate::keys`]), the authorised key `/etc/ssh/kubeha-lab/authorized_keys`.
 
 use std::{
     net::Ipv4Addr,

@@ -25,6 +25,12 @@ pub enum PkiError {
     #[error("the system random number generator failed while making {what}")]
     Random { what: &'static str },
 
+    /// A validity so long that the certificate's end date cannot be written in X.509.
+    #[error(
+        "the validity of {hours}h asked for {what} ends after the year 9999, the last an X.509 date can hold"
+    )]
+    ValidityTooLong { what: String, hours: u32 },
+
     /// Building or signing a certificate failed.
     #[error("could not sign the certificate for {what}")]
     Signing {
@@ -178,7 +184,7 @@ pub(crate) const LEAF_ADVICE: &str =
 pub(crate) const SA_ADVICE: &str = "restore it from a backup; a new key invalidates every service-account token, delete sa.key and sa.pub only if that is acceptable";
 
 /// Advice for a damaged `index.json`.
-pub(crate) const INDEX_ADVICE: &str = "restore it from a backup, or delete it to have kubeha re-issue every leaf certificate on the next run";
+pub(crate) const INDEX_ADVICE: &str = "restore it from a backup, or delete it: the next run rebuilds it from the certificates on disk and re-issues only those that no longer match the cluster file";
 
 /// Advice for a damaged `secrets.json`.
 pub(crate) const SECRETS_ADVICE: &str = "restore it from a backup, or delete it to have kubeha generate new secrets (hosts then need a re-deploy)";

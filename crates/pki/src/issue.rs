@@ -74,6 +74,18 @@ fn extension(oid: &[u64], critical: bool, content: Vec<u8>) -> CustomExtension {
     ext
 }
 
+/// `now + hours`, or an error (never a panic) past what an X.509 `GeneralizedTime` holds
+/// (year 9999). The cluster file's validation caps lifetimes well below that; this guards
+/// every other caller.
+fn not_after(now: OffsetDateTime, hours: u32, what: &str) -> Result<OffsetDateTime, PkiError> {
+    now.checked_add(Duration::hours(hours.into()))
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| PkiError::ValidityTooLong {
+            what: what.to_string(),
+            hours,
+        })
+}
+
 /// Parameters with nothing rcgen would add on its own: every extension is ours.
 fn base_params(
     dn: DistinguishedName,
@@ -99,11 +111,8 @@ pub(crate) fn new_ca_cert(
 ) -> Result<String, PkiError> {
     let now = normalize(now);
     let cn = id.common_name();
-    let mut params = base_params(
-        subject(cn, None),
-        now - BACKDATE,
-        now + Duration::hours(validity_hours.into()),
-    )?;
+    let until = not_after(now, validity_hours, &format!("the {} CA", id.name()))?;
+    let mut params = base_params(subject(cn, None), now - BACKDATE, until)?;
     params.custom_extensions = vec![
         extension(der::oid::KEY_USAGE, true, der::key_usage(&[0, 2, 5])),
         extension(
@@ -191,10 +200,11 @@ pub(crate) fn sign_leaf(
     validity_hours: u32,
 ) -> Result<String, PkiError> {
     let now = normalize(now);
+    let until = not_after(now, validity_hours, &profile.id.to_string())?;
     let mut params = base_params(
         subject(&profile.common_name, profile.organization.as_deref()),
         now - BACKDATE,
-        now + Duration::hours(validity_hours.into()),
+        until,
     )?;
     let ekus: Vec<u8> = profile
         .ext_key_usages
@@ -342,4 +352,29 @@ pub fn issue_in_memory(spec: &Spec, now: OffsetDateTime) -> Result<Materials, Pk
         service_account: service_account(&sa_key),
         secrets: new_secrets(now)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A validity past year 9999 was a panic inside `time`'s `+`; now it is an error.
+    #[test]
+    fn validity_past_year_9999_is_an_error_not_a_panic() {
+        let key = keys::generate(KeyAlgorithm::EcdsaP256, "test").expect("key");
+        let now = OffsetDateTime::from_unix_timestamp(1_767_225_600).expect("2026");
+        let eight_thousand_years = 8000 * 365 * 24;
+        for hours in [eight_thousand_years, u32::MAX] {
+            let err = new_ca_cert(CaId::Etcd, &key, now, hours).expect_err("too long");
+            assert!(
+                matches!(err, PkiError::ValidityTooLong { hours: h, .. } if h == hours),
+                "{err:?}"
+            );
+        }
+        // A century still fits, and ends where it should.
+        let pem = new_ca_cert(CaId::Etcd, &key, now, 100 * 365 * 24).expect("100y");
+        let der = crate::check::cert_der(&pem).expect("parses");
+        let end = crate::check::not_after(&der).expect("notAfter");
+        assert_eq!(end, now + Duration::hours(100 * 365 * 24));
+    }
 }

@@ -23,6 +23,12 @@
 //! everything first and writes only when all of it is sound: a corrupt file is an error that
 //! names it, never a silent regeneration, and a CA is never replaced.
 //!
+//! `index.json` only caches what each leaf certifies: when it is lost, each leaf on disk that
+//! verifies against its CA and key and certifies exactly what the spec asks for is recorded
+//! again (reported in [`IssueReport::index_rebuilt`]), instead of re-issuing every leaf and
+//! redeploying every host. A key or `secrets.json` that others could read is set back to 0600
+//! and named in [`IssueReport::modes_corrected`].
+//!
 //! CA keys may be encrypted at rest with a passphrase (age, scrypt recipient), stored as
 //! `<base>.key.age` and readable with the `age`/`rage` CLI in an emergency. When a passphrase is
 //! given and a CA key is still plain, `ensure` encrypts it (writes `.key.age`, then removes the
@@ -156,12 +162,41 @@ pub struct IssueReport {
     pub keys_generated: usize,
     /// Files written, plus plain CA keys removed after encryption.
     pub files_written: Vec<PathBuf>,
+    /// Leaves kept although `index.json` had no record of them (it was deleted or lost): the
+    /// certificate on disk verified against its CA and key and certifies exactly what the
+    /// spec asks for, so its record was rebuilt instead of re-issuing it.
+    pub index_rebuilt: Vec<LeafId>,
+    /// Private files (keys, secrets) that others could read, set back to 0600: each path
+    /// with the mode it had.
+    pub modes_corrected: Vec<(PathBuf, u32)>,
 }
 
 impl IssueReport {
     /// True when the run changed nothing on disk.
     pub fn is_noop(&self) -> bool {
-        self.files_written.is_empty()
+        self.files_written.is_empty() && self.modes_corrected.is_empty()
+    }
+
+    /// What the operator should hear about beyond the counts: corrected file modes (each
+    /// file named) and a rebuilt index.
+    pub fn notices(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .modes_corrected
+            .iter()
+            .map(|(path, mode)| {
+                format!(
+                    "{} had mode {mode:04o}, readable by others; set it to 0600 (check who could read it)",
+                    path.display()
+                )
+            })
+            .collect();
+        if !self.index_rebuilt.is_empty() {
+            out.push(format!(
+                "the certificate index had no record of {} certificate(s); rebuilt it from the certificates on disk (each verified against its CA, key and the cluster file)",
+                self.index_rebuilt.len()
+            ));
+        }
+        out
     }
 }
 
@@ -594,6 +629,7 @@ impl Store {
             });
         }
         let mut index = self.load_index()?;
+        let loose = self.loose_private_files()?;
         let loaded_cas = self.load_cas()?;
         let sa_existing = self.load_service_account()?;
         let secrets_existing = self.load_secrets()?;
@@ -610,10 +646,26 @@ impl Store {
                     let recorded = index
                         .leaves
                         .get(&p.id.to_string())
-                        .map(|e| e.fingerprint.as_str());
+                        .map(|e| e.fingerprint.clone());
+                    // No record (a lost index): the certificate itself says what it
+                    // certifies; if that is what the spec asks for, record it again rather
+                    // than re-issue every leaf and redeploy every host.
+                    let rebuilt = recorded.is_none()
+                        && check::certifies(&leaf.cert_der, p, alg, certs.validity_hours);
+                    if rebuilt {
+                        index.leaves.insert(
+                            p.id.to_string(),
+                            IndexEntry {
+                                node: p.id.node.clone(),
+                                kind: p.id.kind,
+                                fingerprint: fingerprint.clone(),
+                            },
+                        );
+                        report.index_rebuilt.push(p.id.clone());
+                    }
                     let expiring =
                         check::not_after(&leaf.cert_der).is_none_or(|t| t - now < RENEW_BEFORE);
-                    if recorded != Some(fingerprint.as_str()) {
+                    if recorded.as_deref() != Some(fingerprint.as_str()) && !rebuilt {
                         LeafPlan::Issue(IssueReason::Changed)
                     } else if expiring {
                         LeafPlan::Issue(IssueReason::Expiring)
@@ -824,6 +876,20 @@ impl Store {
         }
         written.extend(removed);
         report.files_written = written;
+        for (path, _) in &loose {
+            match fs::set_permissions(path, fs::Permissions::from_mode(MODE_SECRET)) {
+                Ok(()) => {}
+                // Removed above (a plain CA key after encryption): nothing left to protect.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(PkiError::Write {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        report.modes_corrected = loose;
 
         let materials = Materials {
             cas: cas
@@ -909,6 +975,55 @@ impl Store {
             path: path.to_path_buf(),
             source: Box::new(e),
         })
+    }
+
+    /// Private files (`*.key`, `*.key.age`, `secrets.json`) whose mode lets anyone but the
+    /// owner read or write them, with that mode. Symlinks are not followed.
+    fn loose_private_files(&self) -> Result<Vec<(PathBuf, u32)>, PkiError> {
+        let mut out = Vec::new();
+        let mut check = |path: PathBuf| -> Result<(), PkiError> {
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() => {
+                    let mode = m.permissions().mode() & 0o7777;
+                    if mode & 0o077 != 0 {
+                        out.push((path, mode));
+                    }
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(PkiError::Read { path, source }),
+            }
+        };
+        check(self.secrets_path())?;
+        let mut dirs = vec![self.pki_dir()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(PkiError::Read { path: dir, source }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| PkiError::Read {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(|source| PkiError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if kind.is_dir() {
+                    dirs.push(path);
+                } else if name.ends_with(".key") || name.ends_with(".key.age") {
+                    check(path)?;
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn load_index(&self) -> Result<Index, PkiError> {

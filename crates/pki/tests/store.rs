@@ -348,6 +348,110 @@ fn a_corrupt_index_is_refused() {
     );
 }
 
+/// A lost `index.json` is rebuilt from the certificates on disk: nothing is re-issued, the
+/// rebuilt index is byte-identical, and the next run is a no-op.
+#[test]
+fn a_deleted_index_is_rebuilt_from_the_certificates_on_disk() {
+    let root = tempfile::tempdir().unwrap();
+    let mut store = open(root.path(), CLUSTER, opts(None)).unwrap();
+    let spec = stacked();
+    let (m1, _) = store.ensure(&spec, now()).unwrap();
+    let index = store.index_path();
+    let original = std::fs::read(&index).unwrap();
+    let before = snapshot(store.dir());
+    std::fs::remove_file(&index).unwrap();
+
+    let (m2, r) = store.ensure(&spec, now()).unwrap();
+    assert!(r.issued.is_empty(), "{:?}", r.issued);
+    assert_eq!(r.keys_generated, 0);
+    assert_eq!(r.reused, m1.leaves.len());
+    let mut rebuilt = r.index_rebuilt.clone();
+    rebuilt.sort();
+    let mut all: Vec<LeafId> = m1.leaves.keys().cloned().collect();
+    all.sort();
+    assert_eq!(rebuilt, all);
+    assert_eq!(r.files_written, vec![index.clone()]);
+    assert_eq!(std::fs::read(&index).unwrap(), original);
+    assert_eq!(snapshot(store.dir()), before);
+    assert_eq!(m2.leaves, m1.leaves);
+    assert!(
+        r.notices()
+            .iter()
+            .any(|n| n.contains("rebuilt it from the certificates on disk")),
+        "{:?}",
+        r.notices()
+    );
+
+    let (_, again) = store.ensure(&spec, now()).unwrap();
+    assert!(
+        again.is_noop() && again.index_rebuilt.is_empty(),
+        "{again:?}"
+    );
+}
+
+/// Without an index, a leaf is kept only if it certifies what the spec asks for now.
+#[test]
+fn a_deleted_index_still_reissues_leaves_that_no_longer_match() {
+    let root = tempfile::tempdir().unwrap();
+    let mut store = open(root.path(), CLUSTER, opts(None)).unwrap();
+    let (m1, _) = store.ensure(&stacked(), now()).unwrap();
+    std::fs::remove_file(store.index_path()).unwrap();
+    let src = example_src("stacked.yaml").replace("address: 10.20.0.12", "address: 10.20.0.42");
+    let spec = spec_from(&src, KeyAlgorithm::EcdsaP256);
+    let (_, r) = store.ensure(&spec, now()).unwrap();
+    let want = vec![
+        LeafId::new("master-2", LeafKind::ApiServer),
+        LeafId::new("master-2", LeafKind::EtcdServer),
+        LeafId::new("master-2", LeafKind::EtcdPeer),
+    ];
+    assert_eq!(issued_ids(&r), want);
+    assert!(r.issued.iter().all(|(_, why)| *why == IssueReason::Changed));
+    assert_eq!(r.index_rebuilt.len(), m1.leaves.len() - want.len());
+
+    // A different validity shows in every certificate's dates: all are re-issued.
+    std::fs::remove_file(store.index_path()).unwrap();
+    let mut longer = spec.clone();
+    longer.certificates.validity_hours = 24 * 90;
+    let (_, r) = store.ensure(&longer, now()).unwrap();
+    assert_eq!(r.issued.len(), m1.leaves.len());
+    assert!(r.index_rebuilt.is_empty(), "{:?}", r.index_rebuilt);
+}
+
+/// A private key others can read is named, set back to 0600, and nothing is re-issued.
+#[test]
+fn a_key_file_readable_by_others_is_reported_and_set_to_0600() {
+    let root = tempfile::tempdir().unwrap();
+    let mut store = fresh_store(root.path());
+    let leaf_key = store.leaf_key_path(&LeafId::new("master-1", LeafKind::ApiServer));
+    let ca_key = store.ca_key_path(CaId::Etcd);
+    let secrets = store.secrets_path();
+    for (path, m) in [(&leaf_key, 0o644), (&ca_key, 0o640), (&secrets, 0o604)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let (_, r) = store.ensure(&stacked(), now()).unwrap();
+    let mut want = vec![
+        (leaf_key.clone(), 0o644),
+        (ca_key.clone(), 0o640),
+        (secrets.clone(), 0o604),
+    ];
+    want.sort();
+    assert_eq!(r.modes_corrected, want);
+    assert!(r.issued.is_empty() && r.files_written.is_empty(), "{r:?}");
+    assert!(!r.is_noop());
+    for path in [&leaf_key, &ca_key, &secrets] {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+    let notices = r.notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains(leaf_key.to_str().unwrap()) && n.contains("0644")),
+        "{notices:?}"
+    );
+    let (_, again) = store.ensure(&stacked(), now()).unwrap();
+    assert!(again.is_noop(), "{again:?}");
+}
+
 #[test]
 fn a_second_open_is_refused_while_the_first_holds_the_lock() {
     let root = tempfile::tempdir().unwrap();

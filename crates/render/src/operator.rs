@@ -637,13 +637,14 @@ pub fn bring_up_md(spec: &Spec) -> String {
         for (i, n) in others.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "{}. `{}` ({}): files{proxy}, static pods, kubelet",
+                "{}. `{}` ({}): files{proxy}, static pods, kubelet; gate: `https://{}/livez`",
                 i + 1,
                 n.name,
-                n.address
+                n.address,
+                std::net::SocketAddr::new(n.address, crate::kubeconfig::APISERVER_PORT)
             );
         }
-        s.push_str("\n**Gate after each:** its API server's `/livez` answers ok on <address>:6443 and the node is Ready.\n");
+        s.push_str("\n**Gate after each:** its own API server's `/livez` (above) answers ok and the node is Ready.\n");
     }
 
     // 7. workers

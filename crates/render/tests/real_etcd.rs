@@ -1,11 +1,16 @@
 //! A real three-member TLS etcd cluster, run from the very files kubeha renders.
 //!
 //! Three members on 127.0.0.11-13 (Linux routes all of 127/8 to `lo`), certificates from
-//! `kubeha_pki::issue_in_memory`, each member's files written under a temp dir, and Debian's
-//! `/usr/bin/etcd` started the way systemd would start the rendered unit: `ExecStart` with
-//! `$VAR` expanded from the unit's `EnvironmentFile`. Only paths (and two loopback listeners,
-//! see [`start`]) are changed. Then Debian's `etcdctl` must find every endpoint healthy and
-//! three started members. Only 127.0.0.0/8 is ever contacted.
+//! `kubeha_pki::issue_in_memory`, each member's files written under a temp dir, and the etcd
+//! release kubeha pairs with its default Kubernetes (built from the Go modules by
+//! `scripts/upstream etcd`) started the way systemd would start the rendered unit: `ExecStart`
+//! with `$VAR` expanded from the unit's `EnvironmentFile`. Only paths (the binary's, the
+//! certificates', the data dir's and two loopback listeners, see [`start`]) are changed. Then
+//! the same release's `etcdctl` must find every endpoint healthy and three started members,
+//! and Debian's older `etcdctl` must list the same members. Only 127.0.0.0/8 is ever
+//! contacted.
+
+mod upstream;
 
 use std::{
     collections::BTreeMap,
@@ -21,18 +26,18 @@ use std::{
 use kubeha_render::{Ctx, HostFile, etcd};
 use kubeha_spec::{Node, Spec};
 
-const ETCD: &str = "/usr/bin/etcd";
-const ETCDCTL: &str = "/usr/bin/etcdctl";
+/// Debian's etcdctl (3.4): kubeha's lab and operators may well use an older client.
+const DEBIAN_ETCDCTL: &str = "/usr/bin/etcdctl";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Debian's etcd is 3.4.x, so the spec pins 3.4.23 (the pre-3.6 `--experimental-*` flags).
-/// Validation rightly refuses loopback node addresses, so the file uses 198.18.0.x (never
-/// contacted) and [`spec`] moves the etcd members to 127.0.0.11-13 afterwards.
+/// etcd's version and binary are left to the defaults: the release kubeadm pairs with
+/// Kubernetes v1.34 (3.6, its renamed flags) at `/usr/local/bin/etcd`, which [`start`]
+/// replaces with the built one. Validation rightly refuses loopback node addresses, so the
+/// file uses 198.18.0.x (never contacted) and [`spec`] moves the etcd members to
+/// 127.0.0.11-13 afterwards.
 const SPEC: &str = r#"
 name: real-etcd
 kubernetesVersion: v1.34.2
-etcdVersion: 3.4.23
-etcd: { binary: /usr/bin/etcd }
 topology: external
 networking:
   nodeCidr: 198.18.0.0/24
@@ -187,8 +192,8 @@ fn assert_ports_free(members: &[&Node]) {
     }
 }
 
-/// Starts one member from its rendered unit and env file.
-fn start(root: &Path, spec: &Spec, node: &Node, files: &[HostFile]) -> Child {
+/// Starts one member from its rendered unit and env file, with the built `etcd`.
+fn start(root: &Path, spec: &Spec, node: &Node, files: &[HostFile], etcd_bin: &Path) -> Child {
     let unit = &file(files, etcd::UNIT_PATH).content;
     let env_path = service_key(unit, "EnvironmentFile");
     // Read the env file back from the written tree, as systemd would from the host.
@@ -196,12 +201,13 @@ fn start(root: &Path, spec: &Spec, node: &Node, files: &[HostFile]) -> Child {
         .unwrap_or_else(|e| panic!("{env_path}: {e}"));
     let env = parse_env(&env_text);
     let mut argv = expand(service_key(unit, "ExecStart"), &env);
-    assert_eq!(argv[0], ETCD, "the unit runs spec.etcd.binary");
+    assert_eq!(argv[0], spec.etcd.binary, "the unit runs spec.etcd.binary");
     assert_eq!(
         argv[1..],
         etcd::args(spec, node)[..],
         "the unit runs exactly the rendered flags"
     );
+    argv[0] = etcd_bin.to_string_lossy().into_owned();
 
     // Paths: the host's /etc/kubernetes/pki and data dir live under this member's root.
     let pki = root.join("etc/kubernetes/pki");
@@ -258,11 +264,10 @@ fn start(root: &Path, spec: &Spec, node: &Node, files: &[HostFile]) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", argv[0]))
 }
 
-fn etcdctl(cluster: &Cluster, spec: &Spec, first: &str, args: &[&str]) -> Output {
+fn etcdctl(tool: &Path, cluster: &Cluster, spec: &Spec, first: &str, args: &[&str]) -> Output {
     let pki = cluster.root(first).join("etc/kubernetes/pki");
-    Command::new(ETCDCTL)
+    Command::new(tool)
         .env_clear()
-        .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", spec.etcd_client_urls()))
         .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
         .arg(format!(
@@ -276,7 +281,7 @@ fn etcdctl(cluster: &Cluster, spec: &Spec, first: &str, args: &[&str]) -> Output
         .args(["--dial-timeout=2s", "--command-timeout=3s"])
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {ETCDCTL}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()))
 }
 
 fn text(o: &Output) -> String {
@@ -287,15 +292,34 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `member list -w simple` as (name, status, peer URL, client URL) per member, sorted.
+fn member_list(out: &Output) -> Vec<[String; 4]> {
+    assert!(out.status.success(), "member list failed:\n{}", text(out));
+    let list = String::from_utf8_lossy(&out.stdout);
+    let mut rows: Vec<[String; 4]> = list
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(", ").collect();
+            assert!(f.len() >= 5, "unexpected member line: {line}\n{list}");
+            [f[2], f[1], f[3], f[4]].map(str::to_string)
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 #[test]
 fn three_member_cluster_from_rendered_files() {
-    for tool in [ETCD, ETCDCTL] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: apt-get install etcd-server etcd-client"
-        );
-    }
+    let etcd_bin = upstream::ETCD.binary("etcd");
+    let etcdctl_bin = upstream::ETCD.binary("etcdctl");
+    assert!(
+        Path::new(DEBIAN_ETCDCTL).exists(),
+        "{DEBIAN_ETCDCTL} is missing: apt-get install etcd-client (scripts/setup-debian)"
+    );
     let spec = spec();
+    // The defaults pick the built release and its flags (3.6 renamed the --experimental-*).
+    assert_eq!(spec.etcd_version.to_string(), upstream::pin("ETCD"));
     let members = spec.etcd_members();
     assert_eq!(members.len(), 3);
     assert_ports_free(&members);
@@ -322,7 +346,13 @@ fn three_member_cluster_from_rendered_files() {
         write_tree(&cluster.root(&node.name), files);
     }
     for (node, files) in &rendered {
-        let child = start(&cluster.root(&node.name), &spec, node, files);
+        let args = etcd::args(&spec, node);
+        assert!(
+            args.contains(&"--feature-gates=InitialCorruptCheck=true".to_string())
+                && !args.iter().any(|a| a.starts_with("--experimental-")),
+            "{args:?}"
+        );
+        let child = start(&cluster.root(&node.name), &spec, node, files, &etcd_bin);
         cluster.members.push((node.name.clone(), child));
     }
 
@@ -331,7 +361,13 @@ fn three_member_cluster_from_rendered_files() {
     let deadline = Instant::now() + WAIT;
     let health = loop {
         cluster.assert_running();
-        let out = etcdctl(&cluster, &spec, &first, &["endpoint", "health"]);
+        let out = etcdctl(
+            &etcdctl_bin,
+            &cluster,
+            &spec,
+            &first,
+            &["endpoint", "health"],
+        );
         let healthy = text(&out).matches("is healthy").count();
         if out.status.success() && healthy == 3 {
             break text(&out);
@@ -353,19 +389,35 @@ fn three_member_cluster_from_rendered_files() {
     }
 
     // Three started members, named and addressed as rendered.
-    let out = etcdctl(&cluster, &spec, &first, &["member", "list", "-w", "simple"]);
-    let list = text(&out);
-    assert!(out.status.success(), "member list failed:\n{list}");
-    let lines: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 3, "{list}");
-    for m in &members {
-        let line = lines
-            .iter()
-            .find(|l| l.split(", ").nth(2) == Some(m.name.as_str()))
-            .unwrap_or_else(|| panic!("{} missing from member list:\n{list}", m.name));
-        let fields: Vec<&str> = line.split(", ").collect();
-        assert_eq!(fields[1], "started", "{line}");
-        assert_eq!(fields[3], Spec::etcd_peer_url(m), "{line}");
-        assert_eq!(fields[4], Spec::etcd_client_url(m), "{line}");
-    }
+    let list = member_list(&etcdctl(
+        &etcdctl_bin,
+        &cluster,
+        &spec,
+        &first,
+        &["member", "list", "-w", "simple"],
+    ));
+    let mut expected: Vec<[String; 4]> = members
+        .iter()
+        .map(|m| {
+            [
+                m.name.clone(),
+                "started".to_string(),
+                Spec::etcd_peer_url(m),
+                Spec::etcd_client_url(m),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(list, expected);
+
+    // Debian's 3.4 client sees the same cluster.
+    let debian = member_list(&etcdctl(
+        Path::new(DEBIAN_ETCDCTL),
+        &cluster,
+        &spec,
+        &first,
+        &["member", "list", "-w", "simple"],
+    ));
+    assert_eq!(debian, expected, "{DEBIAN_ETCDCTL} disagrees");
+    cluster.assert_running();
 }

@@ -455,3 +455,64 @@ pub struct Provisioning {
     /// Nameservers for the netplan file.
     pub nameservers: Vec<IpAddr>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// upstream/versions.env: what scripts/upstream builds and kubeha's tests run.
+    const PINS: &str = include_str!("../../../upstream/versions.env");
+
+    fn pin(key: &str) -> &'static str {
+        PINS.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("upstream/versions.env has no {key}="))
+    }
+
+    /// Whether a go.mod requires `module` at exactly `version` (block or single-line form).
+    fn requires(go_mod: &str, module: &str, version: &str) -> bool {
+        go_mod.lines().any(|l| {
+            let l = l.trim().trim_start_matches("require").trim();
+            let l = l.trim_end_matches("// indirect").trim_end();
+            l == format!("{module} {version}")
+        })
+    }
+
+    #[test]
+    fn built_upstream_releases_are_the_defaults() {
+        assert_eq!(pin("KUBERNETES_V1_34"), KubeVersion::DEFAULT.to_string());
+        assert_eq!(pin("ETCD"), KubeVersion::DEFAULT.default_etcd().to_string());
+        let previous = KubeVersion::parse(pin("KUBERNETES_V1_33"))
+            .unwrap_or_else(|| panic!("KUBERNETES_V1_33 is not a version"));
+        assert_eq!((previous.major, previous.minor), (1, 33));
+    }
+
+    #[test]
+    fn wrapper_modules_require_the_pinned_releases() {
+        let etcd = include_str!("../../../upstream/etcd-v3.6/go.mod");
+        let v134 = include_str!("../../../upstream/kubernetes-v1.34/go.mod");
+        let v133 = include_str!("../../../upstream/kubernetes-v1.33/go.mod");
+        let etcd_version = format!("v{}", pin("ETCD"));
+        for module in ["server", "etcdctl", "etcdutl", "api", "client"] {
+            let module = format!("go.etcd.io/etcd/{module}/v3");
+            assert!(requires(etcd, &module, &etcd_version), "{module}");
+        }
+        for (go_mod, key) in [(v134, "KUBERNETES_V1_34"), (v133, "KUBERNETES_V1_33")] {
+            let version = pin(key);
+            assert!(requires(go_mod, "k8s.io/kubernetes", version), "{key}");
+            // Every staging module at the matching published v0.x release, none left behind.
+            let staging = version.replacen("v1.", "v0.", 1);
+            let replaces: Vec<&str> = go_mod
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("k8s.io/") && l.contains(" => "))
+                .collect();
+            assert!(replaces.len() >= 31, "{key}: {} replaces", replaces.len());
+            for r in replaces {
+                let (from, to) = r.split_once(" => ").unwrap_or_default();
+                assert_eq!(to, format!("{from} {staging}"), "{key}");
+            }
+        }
+    }
+}

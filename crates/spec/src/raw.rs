@@ -1,12 +1,42 @@
 //! The cluster file exactly as written, with source locations for every value that
 //! validation may complain about. [`crate::resolve`] turns it into a [`crate::Spec`].
 
-use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
+
+/// A number as written. Numbers are read as text and checked in [`crate::resolve`], so a
+/// bad one is reported with its field, place and allowed range, together with every other
+/// problem, instead of stopping the parse.
+pub type Num = S<String>;
+
+/// A node's labels in file order, each key and value with its place in the file (a plain
+/// map would lose where each one was written). An empty value (`key:`) is `None`.
+#[derive(Debug, Default)]
+pub struct RawLabels(pub Vec<(S<String>, S<Option<String>>)>);
+
+impl<'de> Deserialize<'de> for RawLabels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawLabels;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<RawLabels, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(RawLabels(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -53,7 +83,7 @@ pub struct RawSsh {
     #[serde(default)]
     pub user: Option<S<String>>,
     #[serde(default)]
-    pub port: Option<S<u16>>,
+    pub port: Option<Num>,
     #[serde(default)]
     pub key: Option<S<String>>,
 }
@@ -67,11 +97,11 @@ pub struct RawNode {
     #[serde(default)]
     pub ssh: Option<RawSsh>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: RawLabels,
     #[serde(default)]
     pub taints: Vec<RawTaint>,
     #[serde(default)]
-    pub lb_priority: Option<S<u8>>,
+    pub lb_priority: Option<Num>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +109,7 @@ pub struct RawNode {
 pub struct RawTaint {
     pub key: S<String>,
     #[serde(default)]
-    pub value: Option<String>,
+    pub value: Option<S<String>>,
     pub effect: S<String>,
 }
 
@@ -95,7 +125,7 @@ pub struct RawNetworking {
     #[serde(default)]
     pub dns_domain: Option<S<String>>,
     #[serde(default)]
-    pub node_cidr_mask_size: Option<S<u8>>,
+    pub node_cidr_mask_size: Option<Num>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -121,11 +151,11 @@ pub struct RawLoadBalancer {
     #[serde(default)]
     pub interface: Option<S<String>>,
     #[serde(default)]
-    pub virtual_router_id: Option<S<u8>>,
+    pub virtual_router_id: Option<Num>,
     #[serde(default)]
-    pub stats_port: Option<S<u16>>,
+    pub stats_port: Option<Num>,
     #[serde(default)]
-    pub etcd_port: Option<S<u16>>,
+    pub etcd_port: Option<Num>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -171,11 +201,11 @@ pub struct RawProvisioning {
     #[serde(default)]
     pub user: Option<S<String>>,
     #[serde(default)]
-    pub ssh_authorized_keys: Vec<String>,
+    pub ssh_authorized_keys: Vec<S<String>>,
     #[serde(default)]
     pub interface: Option<S<String>>,
     #[serde(default)]
-    pub timezone: Option<String>,
+    pub timezone: Option<S<String>>,
     #[serde(default)]
     pub gateway: Option<S<String>>,
     #[serde(default)]

@@ -11,6 +11,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use crate::{
     error::{Problem, Severity},
+    grammar::{self, is_dns_label, is_dns_subdomain, shown},
     model::*,
     raw::*,
 };
@@ -34,6 +35,9 @@ pub mod defaults {
     pub const ETCD_BINARY: &str = "/usr/local/bin/etcd";
     pub const LEAF_VALIDITY_HOURS: u32 = 8760;
     pub const CA_VALIDITY_HOURS: u32 = 87600;
+    /// The longest certificate lifetime accepted: 100 years. X.509 dates end with the year
+    /// 9999, and a lifetime beyond that cannot be issued at all.
+    pub const MAX_VALIDITY_HOURS: u32 = 100 * 365 * 24;
     pub const CRI_ENDPOINT: &str = "unix:///var/run/containerd/containerd.sock";
     pub const IMAGE_REPOSITORY: &str = "registry.k8s.io";
     pub const NETPLAN_INTERFACE: &str = "enp0s2";
@@ -118,19 +122,6 @@ pub(crate) fn offset_of(src: &str, line: u64, column: u64) -> Option<usize> {
     None
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 fn parse_hours(s: &str) -> Option<u32> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix('h') {
@@ -173,7 +164,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let port = match port {
         Some(p) => p
             .parse::<u16>()
-            .map_err(|_| format!("port '{p}' is not a number from 1 to 65535"))?,
+            .map_err(|_| format!("port '{}' is not a number from 1 to 65535", shown(p)))?,
         None => defaults::API_PORT,
     };
     if port == 0 {
@@ -185,7 +176,8 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         EndpointHost::Dns(host.to_string())
     } else {
         return Err(format!(
-            "'{host}' is neither an IP address nor a lower-case DNS name"
+            "'{}' is neither an IP address nor a lower-case DNS name",
+            shown(host)
         ));
     };
     Ok(Endpoint { host, port })
@@ -210,6 +202,146 @@ fn opt_str(v: &Option<S<String>>) -> Option<&str> {
     v.as_ref().map(|s| s.value.as_str())
 }
 
+/// A whole number written at `v`, reported (with the allowed range) when it is not one
+/// from `lo` to `hi`.
+fn number(cx: &mut Ctx<'_>, field: &str, v: &Num, lo: u64, hi: u64, help: &str) -> Option<u64> {
+    match v.value.trim().parse::<u64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Some(n),
+        Ok(n) => {
+            cx.err(
+                field,
+                Some(v),
+                format!("{n} is out of range: {field} is a whole number from {lo} to {hi}"),
+                help,
+            );
+            None
+        }
+        Err(_) => {
+            cx.err(
+                field,
+                Some(v),
+                format!(
+                    "'{}' is not a whole number: {field} is one from {lo} to {hi}",
+                    shown(&v.value)
+                ),
+                help,
+            );
+            None
+        }
+    }
+}
+
+/// A TCP port written at `v`: 1 to 65535.
+fn port(cx: &mut Ctx<'_>, field: &str, v: &Num, example: u16) -> Option<u16> {
+    let help = format!("use a TCP port from 1 to 65535, e.g. {example}");
+    match v.value.trim().parse::<u64>() {
+        Ok(0) => {
+            cx.err(field, Some(v), "port 0 is not usable", help);
+            None
+        }
+        Ok(n) if n <= u64::from(u16::MAX) => u16::try_from(n).ok(),
+        _ => {
+            cx.err(
+                field,
+                Some(v),
+                format!(
+                    "'{}' is not a TCP port: {field} is a whole number from 1 to 65535",
+                    shown(&v.value)
+                ),
+                help,
+            );
+            None
+        }
+    }
+}
+
+/// The SSH user (a login name on the host, and the account cloud-init creates) and the key
+/// path (an argument of the operator's `ssh`).
+fn check_ssh_words(cx: &mut Ctx<'_>, prefix: &str, s: &RawSsh) {
+    if let Some(u) = &s.user
+        && let Err(why) = grammar::user_name(&u.value)
+    {
+        cx.err(
+            format!("{prefix}.user"),
+            Some(u),
+            format!("'{}' is not a user name: {why}", shown(&u.value)),
+            "write a login name: a lower-case letter or '_', then lower-case letters, digits, '_' or '-', at most 32 characters, e.g. k8sadmin",
+        );
+    }
+    if let Some(k) = &s.key
+        && (k.value.trim().is_empty() || k.value.chars().any(char::is_control))
+    {
+        cx.err(
+            format!("{prefix}.key"),
+            Some(k),
+            format!("'{}' is not a usable key file path", shown(&k.value)),
+            "write the path of the private key file, e.g. ~/.ssh/id_ed25519, or remove the line to use your ssh agent",
+        );
+    }
+}
+
+/// Whether `ip` is the network or broadcast address of `net` (which hosts cannot use).
+fn subnet_edge(net: &IpNet, ip: IpAddr) -> Option<&'static str> {
+    match net {
+        IpNet::V4(n) if n.prefix_len() <= 30 => {
+            if ip == IpAddr::V4(n.network()) {
+                Some("network address")
+            } else if ip == IpAddr::V4(n.broadcast()) {
+                Some("broadcast address")
+            } else {
+                None
+            }
+        }
+        IpNet::V6(n) if n.prefix_len() <= 126 && ip == IpAddr::V6(n.network()) => {
+            Some("subnet-router anycast address")
+        }
+        _ => None,
+    }
+}
+
+/// Ports kubeha's services bind on `node` whatever the cluster file says (restated from
+/// what rendering writes: etcd flags, static pods, kubelet and kube-proxy defaults).
+fn fixed_ports(
+    node: &Node,
+    etcd_member: bool,
+    etcd_static_pod: bool,
+    local_proxy: bool,
+) -> Vec<(u16, &'static str)> {
+    let mut p = Vec::new();
+    if etcd_member {
+        p.extend([
+            (2379, "etcd's client port"),
+            (2380, "etcd's peer port"),
+            (2381, "etcd's metrics port"),
+        ]);
+    }
+    if node.has(Role::ControlPlane) {
+        p.extend([
+            (6443, "kube-apiserver's port"),
+            (10257, "kube-controller-manager's port"),
+            (10259, "kube-scheduler's port"),
+        ]);
+        if local_proxy {
+            p.push((2379, "the local etcd proxy's port"));
+        }
+    }
+    let kubelet =
+        node.has(Role::ControlPlane) || node.has(Role::Worker) || (etcd_member && etcd_static_pod);
+    if kubelet {
+        p.extend([
+            (10250, "the kubelet's port"),
+            (10248, "the kubelet's health port"),
+        ]);
+    }
+    if node.has(Role::ControlPlane) || node.has(Role::Worker) {
+        p.extend([
+            (10249, "kube-proxy's metrics port"),
+            (10256, "kube-proxy's health port"),
+        ]);
+    }
+    p
+}
+
 /// Resolves and validates. Returns the spec when there is no error, plus every problem found.
 pub fn resolve(raw: &RawSpec, src: &str) -> (Option<Spec>, Vec<Problem>) {
     let mut cx = Ctx {
@@ -228,7 +360,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         cx.err(
             "name",
             Some(&raw.name),
-            format!("cluster name '{name}' is not a DNS label"),
+            format!("cluster name '{}' is not a DNS label", shown(&name)),
             "use lower-case letters, digits and '-', at most 63 characters, e.g. 'prod-ha'",
         );
     }
@@ -239,7 +371,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         cx.err(
             "baseDomain",
             raw.base_domain.as_ref(),
-            format!("'{base_domain}' is not a DNS domain"),
+            format!("'{}' is not a DNS domain", shown(&base_domain)),
             "use lower-case labels separated by dots, e.g. 'k8s.local'",
         );
     }
@@ -248,7 +380,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         Some(v) => match KubeVersion::parse(&v.value) {
             Some(k) if k.major == 1 && KubeVersion::SUPPORTED_MINORS.contains(&k.minor) => k,
             _ => {
-                cx.err("kubernetesVersion", Some(v), format!("unsupported Kubernetes version '{}'", v.value),
+                cx.err("kubernetesVersion", Some(v), format!("unsupported Kubernetes version '{}'", shown(&v.value)),
                     format!("write it as vMAJOR.MINOR.PATCH with a supported minor: v1.{}.x to v1.{}.x (default {})",
                         KubeVersion::SUPPORTED_MINORS.start(), KubeVersion::SUPPORTED_MINORS.end(), KubeVersion::DEFAULT));
                 KubeVersion::DEFAULT
@@ -263,7 +395,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "etcdVersion",
                     Some(v),
-                    format!("unsupported etcd version '{}'", v.value),
+                    format!("unsupported etcd version '{}'", shown(&v.value)),
                     format!(
                         "use 3.4.x, 3.5.x or 3.6.x; {} pairs with {}",
                         kubernetes_version.default_etcd(),
@@ -282,11 +414,17 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         .unwrap_or(defaults::SSH_USER)
         .to_string();
     let default_port = ssh_default
-        .and_then(|s| s.port.as_ref().map(|p| p.value))
+        .and_then(|s| s.port.as_ref())
+        .and_then(|p| port(cx, "ssh.port", p, defaults::SSH_PORT))
         .unwrap_or(defaults::SSH_PORT);
     let default_key = ssh_default
         .and_then(|s| opt_str(&s.key))
         .map(str::to_string);
+    if let Some(s) = ssh_default {
+        check_ssh_words(cx, "ssh", s);
+    }
+    // Where each node's SSH port comes from, for port clashes found later.
+    let mut ssh_port_at: Vec<(String, Option<&Num>)> = Vec::new();
 
     let mut nodes = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -303,13 +441,23 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         let f = |k: &str| format!("nodes[{i}].{k}");
         let nname = rn.name.value.clone();
         if !is_dns_label(&nname) {
-            cx.err(f("name"), Some(&rn.name), format!("node name '{nname}' is not a lower-case DNS label"), "use lower-case letters, digits and '-' (it becomes the host name, the Kubernetes node name and the etcd member name)");
+            cx.err(f("name"), Some(&rn.name), format!("node name '{}' is not a lower-case DNS label", shown(&nname)), "use lower-case letters, digits and '-' (it becomes the host name, the Kubernetes node name and the etcd member name)");
+        } else if nname.len() + 1 + base_domain.len() > 253 {
+            cx.err(
+                f("name"),
+                Some(&rn.name),
+                format!(
+                    "the host name {nname}.{} is longer than 253 characters",
+                    shown(&base_domain)
+                ),
+                "shorten the node name or baseDomain",
+            );
         }
         if let Some(j) = names.insert(nname.clone(), i) {
             cx.err(
                 f("name"),
                 Some(&rn.name),
-                format!("node name '{nname}' is also used by nodes[{j}]"),
+                format!("node name '{}' is also used by nodes[{j}]", shown(&nname)),
                 "give every node a unique name",
             );
         }
@@ -337,7 +485,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     f("address"),
                     Some(&rn.address),
-                    format!("'{}' is not an IP address", rn.address.value),
+                    format!("'{}' is not an IP address", shown(&rn.address.value)),
                     "write the node's IPv4 or IPv6 address, e.g. 10.10.0.21",
                 );
                 IpAddr::from([0, 0, 0, 0])
@@ -354,7 +502,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                     cx.err(
                         format!("nodes[{i}].roles[{k}]"),
                         Some(r),
-                        format!("unknown role '{other}'"),
+                        format!("unknown role '{}'", shown(other)),
                         "roles are: etcd, control-plane, worker, lb",
                     );
                     continue;
@@ -381,13 +529,21 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             cx.err(f("roles"), Some(&rn.roles), format!("node '{nname}' is both lb and control-plane: HAProxy and kube-apiserver would both bind port 6443"), "put the load balancers on their own nodes");
         }
         let ssh = rn.ssh.as_ref();
+        if let Some(s) = ssh {
+            check_ssh_words(cx, &f("ssh"), s);
+        }
+        let own_port = ssh.and_then(|s| s.port.as_ref());
+        ssh_port_at.push(match own_port {
+            Some(p) => (f("ssh.port"), Some(p)),
+            None => ("ssh.port".into(), ssh_default.and_then(|s| s.port.as_ref())),
+        });
         let node_ssh = Ssh {
             user: ssh
                 .and_then(|s| opt_str(&s.user))
                 .map(str::to_string)
                 .unwrap_or_else(|| default_user.clone()),
-            port: ssh
-                .and_then(|s| s.port.as_ref().map(|p| p.value))
+            port: own_port
+                .and_then(|p| port(cx, &f("ssh.port"), p, defaults::SSH_PORT))
                 .unwrap_or(default_port),
             key: ssh
                 .and_then(|s| opt_str(&s.key))
@@ -404,44 +560,89 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                     cx.err(
                         format!("nodes[{i}].taints[{k}].effect"),
                         Some(&t.effect),
-                        format!("unknown taint effect '{other}'"),
+                        format!("unknown taint effect '{}'", shown(other)),
                         "use NoSchedule, PreferNoSchedule or NoExecute",
                     );
                     TaintEffect::NoSchedule
                 }
             };
+            if let Err(why) = grammar::qualified_name(&t.key.value) {
+                cx.err(
+                    format!("nodes[{i}].taints[{k}].key"),
+                    Some(&t.key),
+                    format!("taint key '{}' is not a Kubernetes qualified name: {why}", shown(&t.key.value)),
+                    "write [prefix/]name: the optional prefix a lower-case DNS subdomain, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. dedicated or example.com/gpu",
+                );
+            }
+            if let Some(v) = &t.value
+                && let Err(why) = grammar::label_value(&v.value)
+            {
+                cx.err(
+                    format!("nodes[{i}].taints[{k}].value"),
+                    Some(v),
+                    format!("taint value '{}' is not valid: {why}", shown(&v.value)),
+                    "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or leave it out)",
+                );
+            }
             taints.push(Taint {
                 key: t.key.value.clone(),
-                value: t.value.clone(),
+                value: t.value.as_ref().map(|v| v.value.clone()),
                 effect,
             });
         }
-        if let Some(p) = &rn.lb_priority {
-            if !roles.contains(&Role::Lb) {
-                cx.warn(
-                    f("lbPriority"),
-                    Some(p),
-                    format!("lbPriority is ignored: node '{nname}' has no lb role"),
-                    "remove it, or add the lb role",
-                );
-            }
-            if p.value == 0 || p.value == 255 {
+        let mut labels = BTreeMap::new();
+        for (key, value) in &rn.labels.0 {
+            if let Err(why) = grammar::qualified_name(&key.value) {
                 cx.err(
-                    f("lbPriority"),
-                    Some(p),
-                    "VRRP priority must be between 1 and 254",
-                    "use e.g. 101 for the preferred LB and 100 for the other",
+                    f("labels"),
+                    Some(key),
+                    format!("label key '{}' is not a Kubernetes label key: {why}", shown(&key.value)),
+                    "write [prefix/]name: the optional prefix a lower-case DNS subdomain, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. node.kubernetes.io/pool",
                 );
             }
+            let v = value.value.clone().unwrap_or_default();
+            if let Err(why) = grammar::label_value(&v) {
+                cx.err(
+                    format!("nodes[{i}].labels.{}", shown(&key.value)),
+                    Some(value),
+                    format!("label value '{}' is not a Kubernetes label value: {why}", shown(&v)),
+                    "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or an empty value",
+                );
+            }
+            labels.insert(key.value.clone(), v);
+        }
+        let lb_priority = rn
+            .lb_priority
+            .as_ref()
+            .and_then(|p| {
+                number(
+                    cx,
+                    &f("lbPriority"),
+                    p,
+                    1,
+                    254,
+                    "use e.g. 101 for the preferred LB and 100 for the other",
+                )
+            })
+            .and_then(|p| u8::try_from(p).ok());
+        if let Some(p) = &rn.lb_priority
+            && !roles.contains(&Role::Lb)
+        {
+            cx.warn(
+                f("lbPriority"),
+                Some(p),
+                format!("lbPriority is ignored: node '{nname}' has no lb role"),
+                "remove it, or add the lb role",
+            );
         }
         nodes.push(Node {
             name: nname,
             address,
             roles,
             ssh: node_ssh,
-            labels: rn.labels.clone(),
+            labels,
             taints,
-            lb_priority: rn.lb_priority.as_ref().map(|p| p.value),
+            lb_priority,
         });
     }
 
@@ -461,7 +662,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             "external" => EtcdTopology::External,
             "stacked" => EtcdTopology::Stacked,
             other => {
-                cx.err("topology", Some(t), format!("unknown topology '{other}'"), "use 'external' (dedicated etcd nodes) or 'stacked' (etcd on the control planes)");
+                cx.err("topology", Some(t), format!("unknown topology '{}'", shown(other)), "use 'external' (dedicated etcd nodes) or 'stacked' (etcd on the control planes)");
                 EtcdTopology::External
             }
         },
@@ -505,7 +706,24 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     if etcd_count == 0 && !nodes.is_empty() {
         cx.err("nodes", Some(&raw.nodes), "no etcd member", "give three (or five) nodes the etcd role, or use 'topology: stacked' with control planes");
     } else if etcd_count % 2 == 0 && etcd_count > 0 {
-        cx.warn("nodes", Some(&raw.nodes), format!("{etcd_count} etcd members: an even count tolerates no more failures than {} members", etcd_count - 1), format!("use {} or {} members", etcd_count - 1, etcd_count + 1));
+        // Point at the last member: the one that made the count even.
+        let member_idx: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| match topology {
+                EtcdTopology::External => n.has(Role::Etcd),
+                EtcdTopology::Stacked => n.has(Role::ControlPlane),
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let names: Vec<&str> = member_idx.iter().map(|i| nodes[*i].name.as_str()).collect();
+        let last = member_idx.last().copied().unwrap_or_default();
+        cx.warn(
+            format!("nodes[{last}].roles"),
+            Some(&raw.nodes.value[last].roles),
+            format!("{etcd_count} etcd members ({}): an even count tolerates no more failures than {} members", names.join(", "), etcd_count - 1),
+            format!("use {} or {} members", etcd_count - 1, etcd_count + 1),
+        );
     }
 
     // --- networking
@@ -520,7 +738,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                         cx.err(
                             field,
                             Some(s),
-                            format!("'{}' has host bits set", s.value),
+                            format!("'{}' has host bits set", shown(&s.value)),
                             format!("write the network address: {}", n.trunc()),
                         );
                         n.trunc()
@@ -534,7 +752,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                         cx.err(
                             field,
                             Some(s),
-                            format!("'{}' is not an IPv4 CIDR", s.value),
+                            format!("'{}' is not an IPv4 CIDR", shown(&s.value)),
                             help,
                         );
                         default.parse().unwrap_or_default()
@@ -561,7 +779,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "networking.nodeCidr",
                     Some(s),
-                    format!("'{}' is not a CIDR", s.value),
+                    format!("'{}' is not a CIDR", shown(&s.value)),
                     "write the subnet the nodes share, e.g. 10.10.0.0/24",
                 );
                 IpNet::default()
@@ -577,6 +795,14 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         }),
     };
     for (i, n) in nodes.iter().enumerate() {
+        if let Some(edge) = subnet_edge(&node_cidr, n.address) {
+            cx.err(
+                format!("nodes[{i}].address"),
+                Some(&raw.nodes.value[i].address),
+                format!("{} is the {edge} of the node subnet {node_cidr}", n.address),
+                "hosts cannot use it: give the node another address in the subnet",
+            );
+        }
         if !node_cidr.contains(&n.address) && !n.address.is_unspecified() {
             cx.warn(
                 format!("nodes[{i}].address"),
@@ -594,21 +820,69 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         cx.err(
             "networking.dnsDomain",
             rnet.and_then(|n| n.dns_domain.as_ref()),
-            format!("'{dns_domain}' is not a DNS domain"),
+            format!("'{}' is not a DNS domain", shown(&dns_domain)),
             "the default is cluster.local",
         );
     }
     let mask_field = rnet.and_then(|n| n.node_cidr_mask_size.as_ref());
-    let node_cidr_mask_size = mask_field.map_or(defaults::NODE_CIDR_MASK, |m| m.value);
-    if node_cidr_mask_size < pod_cidr.prefix_len() || node_cidr_mask_size > 30 {
+    let node_cidr_mask_size = mask_field
+        .and_then(|m| {
+            number(
+                cx,
+                "networking.nodeCidrMaskSize",
+                m,
+                1,
+                30,
+                "the default 24 gives each node 254 pod addresses",
+            )
+        })
+        .and_then(|m| u8::try_from(m).ok())
+        .unwrap_or(defaults::NODE_CIDR_MASK);
+    let pod_field = rnet.and_then(|n| n.pod_cidr.as_ref());
+    if pod_cidr.prefix_len() > 28 {
         cx.err(
-            "networking.nodeCidrMaskSize",
-            mask_field,
-            format!("per-node mask /{node_cidr_mask_size} does not fit the pod CIDR {pod_cidr}"),
+            "networking.podCidr",
+            pod_field,
             format!(
-                "use a value between {} and 30 (default 24: 254 pods per node)",
-                pod_cidr.prefix_len()
+                "pod CIDR {pod_cidr} holds {} addresses, too few for even one node's pods",
+                1u64 << (32 - u32::from(pod_cidr.prefix_len()))
             ),
+            format!(
+                "use a prefix from /8 to /{node_cidr_mask_size} (one node's range is a /{node_cidr_mask_size}), e.g. 10.244.0.0/16"
+            ),
+        );
+    } else if node_cidr_mask_size < pod_cidr.prefix_len() {
+        match mask_field {
+            Some(m) => cx.err(
+                "networking.nodeCidrMaskSize",
+                Some(m),
+                format!(
+                    "per-node mask /{node_cidr_mask_size} is larger than the pod CIDR {pod_cidr}"
+                ),
+                format!(
+                    "use a value from {} to 30 (default 24: 254 pods per node), or widen networking.podCidr",
+                    pod_cidr.prefix_len()
+                ),
+            ),
+            None => cx.err(
+                "networking.podCidr",
+                pod_field,
+                format!(
+                    "pod CIDR {pod_cidr} is smaller than one node's pod range (/{node_cidr_mask_size}, the default networking.nodeCidrMaskSize)"
+                ),
+                format!(
+                    "use a pod CIDR from /8 to /{node_cidr_mask_size}, e.g. 10.244.0.0/16, or set networking.nodeCidrMaskSize between {} and 30",
+                    pod_cidr.prefix_len()
+                ),
+            ),
+        }
+    }
+    if service_cidr.prefix_len() > 28 {
+        cx.err(
+            "networking.serviceCidr",
+            rnet.and_then(|n| n.service_cidr.as_ref()),
+            format!("service CIDR {service_cidr} is too small: the cluster DNS Service takes its 10th address"),
+            "use a prefix from /12 to /28, e.g. 10.96.0.0/12",
         );
     }
     if service_cidr.prefix_len() < 12 {
@@ -666,6 +940,21 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 }
                 if !node_cidr.contains(&ip) {
                     cx.err("loadBalancer.vip", Some(v), format!("VIP {ip} is outside the nodes' subnet {node_cidr}"), "keepalived moves the VIP within one L2 subnet: pick an address inside networking.nodeCidr");
+                } else if let Some(edge) = subnet_edge(&node_cidr, ip) {
+                    cx.err(
+                        "loadBalancer.vip",
+                        Some(v),
+                        format!("VIP {ip} is the {edge} of the node subnet {node_cidr}"),
+                        "pick an unused host address in the nodes' subnet for the VIP",
+                    );
+                }
+                if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+                    cx.err(
+                        "loadBalancer.vip",
+                        Some(v),
+                        format!("{ip} cannot be a VIP"),
+                        "pick an unused address in the nodes' subnet for the VIP",
+                    );
                 }
                 Some(ip)
             }
@@ -673,7 +962,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "loadBalancer.vip",
                     Some(v),
-                    format!("'{}' is not an IP address", v.value),
+                    format!("'{}' is not an IP address", shown(&v.value)),
                     "write the virtual IP, e.g. 10.10.0.100",
                 );
                 None
@@ -728,7 +1017,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "controlPlaneEndpoint",
                     Some(e),
-                    format!("bad endpoint '{}': {why}", e.value),
+                    format!("bad endpoint '{}': {why}", shown(&e.value)),
                     "write HOST:PORT, e.g. 10.10.0.100:6443 or api.example.com:6443",
                 );
                 Endpoint {
@@ -759,25 +1048,47 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             }
         },
     };
+    if let Some(i) = rlb.and_then(|l| l.interface.as_ref())
+        && let Err(why) = grammar::interface(&i.value)
+    {
+        cx.err(
+            "loadBalancer.interface",
+            Some(i),
+            format!("'{}' is not a network interface name: {why}", shown(&i.value)),
+            "write the LB hosts' interface on the node network as `ip link` shows it, e.g. eth0 or enp0s2 (at most 15 letters, digits, '_', '.' or '-')",
+        );
+    }
+    let virtual_router_id = rlb
+        .and_then(|l| l.virtual_router_id.as_ref())
+        .and_then(|v| {
+            number(
+                cx,
+                "loadBalancer.virtualRouterId",
+                v,
+                1,
+                255,
+                "both LBs share it; other VRRP groups on the subnet must use another id",
+            )
+        })
+        .and_then(|v| u8::try_from(v).ok())
+        .unwrap_or(defaults::VRRP_ROUTER_ID);
+    let stats_field = rlb.and_then(|l| l.stats_port.as_ref());
+    let stats_port = stats_field
+        .and_then(|v| port(cx, "loadBalancer.statsPort", v, defaults::LB_STATS_PORT))
+        .unwrap_or(defaults::LB_STATS_PORT);
+    let etcd_port_field = rlb.and_then(|l| l.etcd_port.as_ref());
+    let etcd_port = etcd_port_field.and_then(|v| port(cx, "loadBalancer.etcdPort", v, 2379));
     let load_balancer = vip.map(|vip| LoadBalancer {
         vip,
         interface: rlb
             .and_then(|l| opt_str(&l.interface))
             .unwrap_or(defaults::LB_INTERFACE)
             .to_string(),
-        virtual_router_id: rlb
-            .and_then(|l| l.virtual_router_id.as_ref().map(|v| v.value))
-            .unwrap_or(defaults::VRRP_ROUTER_ID),
-        stats_port: rlb
-            .and_then(|l| l.stats_port.as_ref().map(|v| v.value))
-            .unwrap_or(defaults::LB_STATS_PORT),
-        etcd_port: rlb.and_then(|l| l.etcd_port.as_ref().map(|v| v.value)),
+        virtual_router_id,
+        stats_port,
+        etcd_port,
     });
-    if let Some(p) = rlb.and_then(|l| l.etcd_port.as_ref()) {
-        let port = p.value;
-        let stats_port = rlb
-            .and_then(|l| l.stats_port.as_ref().map(|v| v.value))
-            .unwrap_or(defaults::LB_STATS_PORT);
+    if let (Some(p), Some(port)) = (etcd_port_field, etcd_port) {
         let field = "loadBalancer.etcdPort";
         if rlb.and_then(|l| l.vip.as_ref()).is_none() {
             cx.err(
@@ -787,14 +1098,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "set loadBalancer.vip and give two nodes the lb role, or remove etcdPort",
             );
         }
-        if port == 0 {
-            cx.err(
-                field,
-                Some(p),
-                "port 0 is not usable",
-                "use a free TCP port, e.g. 2379",
-            );
-        } else if port == endpoint.port {
+        if port == endpoint.port {
             cx.err(field, Some(p), format!("etcdPort {port} is also the API port (the controlPlaneEndpoint port)"), "HAProxy binds both frontends on every address of the LB: pick another port, e.g. 2379");
         } else if port == stats_port {
             cx.err(
@@ -826,15 +1130,101 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             );
         }
     }
-    if let Some(v) = rlb.and_then(|l| l.virtual_router_id.as_ref())
-        && v.value == 0
-    {
-        cx.err(
-            "loadBalancer.virtualRouterId",
-            Some(v),
-            "VRRP router id must be 1-255",
-            "both LBs share it; other VRRP groups on the subnet must use another id",
-        );
+
+    // --- ports: what sshd, HAProxy and the fixed listeners of each node's services bind
+    let etcd_member = |n: &Node| match topology {
+        EtcdTopology::External => n.has(Role::Etcd),
+        EtcdTopology::Stacked => n.has(Role::ControlPlane),
+    };
+    let etcd_static_pod = raw
+        .etcd
+        .as_ref()
+        .and_then(|e| e.deployment.as_ref())
+        .is_some_and(|d| d.value == "static-pod");
+    let local_proxy = topology == EtcdTopology::External
+        && raw
+            .etcd
+            .as_ref()
+            .and_then(|e| e.apiserver_access.as_ref())
+            .is_none_or(|a| a.value == "local-proxy");
+    let (mut api_reported, mut stats_reported) = (false, false);
+    for (i, n) in nodes.iter().enumerate() {
+        let fixed = fixed_ports(n, etcd_member(n), etcd_static_pod, local_proxy);
+        let (field, at) = &ssh_port_at[i];
+        if let Some((_, what)) = fixed.iter().find(|(p, _)| *p == n.ssh.port) {
+            cx.err(
+                field.as_str(),
+                *at,
+                format!(
+                    "SSH port {} of node '{}' is also {what} there",
+                    n.ssh.port, n.name
+                ),
+                "sshd already holds that port, so the service could not start: run sshd on another port and write it here",
+            );
+        }
+        if !n.has(Role::Lb) {
+            continue;
+        }
+        let ep = raw.control_plane_endpoint.as_ref();
+        if api_reported {
+            // Said once for all LBs.
+        } else if n.ssh.port == endpoint.port {
+            api_reported = true;
+            cx.err(
+                "controlPlaneEndpoint",
+                ep,
+                format!(
+                    "API port {} is the SSH port of lb node '{}'",
+                    endpoint.port, n.name
+                ),
+                "HAProxy binds the API port on every address of the LB: use another port, e.g. 6443",
+            );
+        } else if let Some((_, what)) = fixed.iter().find(|(p, _)| *p == endpoint.port) {
+            api_reported = true;
+            cx.err(
+                "controlPlaneEndpoint",
+                ep,
+                format!(
+                    "API port {} is also {what} on lb node '{}'",
+                    endpoint.port, n.name
+                ),
+                "HAProxy binds the API port on every address of the LB: use another port, e.g. 6443",
+            );
+        }
+        let clash = if stats_reported || rlb.and_then(|l| l.vip.as_ref()).is_none() {
+            None
+        } else if stats_port == endpoint.port {
+            Some(format!(
+                "statsPort {stats_port} is also the API port (the controlPlaneEndpoint port)"
+            ))
+        } else if stats_port == n.ssh.port {
+            Some(format!(
+                "statsPort {stats_port} is the SSH port of lb node '{}'",
+                n.name
+            ))
+        } else {
+            fixed
+                .iter()
+                .find(|(p, _)| *p == stats_port)
+                .map(|(_, what)| {
+                    format!(
+                        "statsPort {stats_port} is also {what} on lb node '{}'",
+                        n.name
+                    )
+                })
+        };
+        if let Some(msg) = clash {
+            cx.err(
+                "loadBalancer.statsPort",
+                stats_field,
+                msg,
+                format!(
+                    "HAProxy binds the stats page on each LB's own address: pick a free port, e.g. {}",
+                    defaults::LB_STATS_PORT
+                ),
+            );
+            stats_reported = true;
+        }
     }
 
     // --- CNI, MetalLB
@@ -848,7 +1238,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "cni.plugin",
                     Some(p),
-                    format!("unknown CNI '{other}'"),
+                    format!("unknown CNI '{}'", shown(other)),
                     "use 'calico' or 'flannel'",
                 );
                 CniPlugin::Calico
@@ -869,7 +1259,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "cni.encapsulation",
                     Some(e),
-                    format!("unknown encapsulation '{}'", e.value),
+                    format!("unknown encapsulation '{}'", shown(&e.value)),
                     format!("use one of {}", OK.join(", ")),
                 );
             }
@@ -885,7 +1275,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "workerJoin",
                     Some(j),
-                    format!("unknown worker join method '{other}'"),
+                    format!("unknown worker join method '{}'", shown(other)),
                     "use 'certificate' (kubeha issues each kubelet's client certificate) or 'tlsBootstrap' (kubeadm's bootstrap token and CSR)",
                 );
                 WorkerJoin::Certificate
@@ -893,16 +1283,33 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
         },
     };
     let metallb = raw.metallb.as_ref().map(|m| {
+        let mut addresses = Vec::new();
         for (k, a) in m.addresses.value.iter().enumerate() {
             let field = format!("metallb.addresses[{k}]");
             match parse_pool(&a.value) {
                 None => cx.err(
                     &field,
                     Some(a),
-                    format!("'{}' is neither a CIDR nor a FIRST-LAST range", a.value),
+                    format!("'{}' is neither a CIDR nor a FIRST-LAST range", shown(&a.value)),
                     "write e.g. 10.10.0.200-10.10.0.220 or 10.10.0.240/28",
                 ),
                 Some((lo, hi)) => {
+                    // Written the way MetalLB parses it: no spaces, a CIDR without host bits.
+                    addresses.push(match IpNet::from_str(a.value.trim()) {
+                        Ok(net) => net.trunc().to_string(),
+                        Err(_) => format!("{lo}-{hi}"),
+                    });
+                    if !node_cidr.contains(&lo) || !node_cidr.contains(&hi) {
+                        cx.warn(
+                            &field,
+                            Some(a),
+                            format!(
+                                "pool {} is not inside the nodes' subnet {node_cidr}",
+                                shown(&a.value)
+                            ),
+                            "MetalLB's L2 mode answers ARP only on the nodes' own segment: use addresses of networking.nodeCidr that no host uses, unless your routers send this range to the nodes",
+                        );
+                    }
                     let inside = |ip: IpAddr| ip >= lo && ip <= hi;
                     if let Some(n) = nodes.iter().find(|n| inside(n.address)) {
                         cx.err(
@@ -910,7 +1317,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                             Some(a),
                             format!(
                                 "pool {} contains node '{}''s address {}",
-                                a.value, n.name, n.address
+                                shown(&a.value), n.name, n.address
                             ),
                             "MetalLB would hand out a node's address: pick a free range",
                         );
@@ -919,7 +1326,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                         cx.err(
                             &field,
                             Some(a),
-                            format!("pool {} contains the VIP {v}", a.value),
+                            format!("pool {} contains the VIP {v}", shown(&a.value)),
                             "keep the VIP out of the MetalLB pool",
                         );
                     }
@@ -927,7 +1334,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                         cx.err(
                             &field,
                             Some(a),
-                            format!("pool {} lies in the pod or service CIDR", a.value),
+                            format!("pool {} lies in the pod or service CIDR", shown(&a.value)),
                             "MetalLB addresses must be on the node network",
                         );
                     }
@@ -942,14 +1349,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "give at least one range, or remove the metallb section",
             );
         }
-        MetalLb {
-            addresses: m
-                .addresses
-                .value
-                .iter()
-                .map(|a| a.value.trim().to_string())
-                .collect(),
-        }
+        MetalLb { addresses }
     });
 
     // --- etcd
@@ -963,7 +1363,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "etcd.deployment",
                     Some(d),
-                    format!("unknown etcd deployment '{other}'"),
+                    format!("unknown etcd deployment '{}'", shown(other)),
                     "use 'systemd' or 'static-pod'",
                 );
                 EtcdDeployment::Systemd
@@ -990,7 +1390,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 cx.err(
                     "etcd.apiserverAccess",
                     Some(a),
-                    format!("unknown access mode '{other}'"),
+                    format!("unknown access mode '{}'", shown(other)),
                     "use 'local-proxy' or 'direct'",
                 );
                 EtcdAccess::Direct
@@ -1004,7 +1404,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "static-pod" => Some(EtcdProxyDeployment::StaticPod),
                 "systemd" => Some(EtcdProxyDeployment::Systemd),
                 other => {
-                    cx.err("etcd.localProxy", Some(p), format!("unknown local proxy deployment '{other}'"), "use 'static-pod' (the default: a kubelet static pod) or 'systemd' (a kubeha-etcd-proxy.service unit)");
+                    cx.err("etcd.localProxy", Some(p), format!("unknown local proxy deployment '{}'", shown(other)), "use 'static-pod' (the default: a kubelet static pod) or 'systemd' (a kubeha-etcd-proxy.service unit)");
                     None
                 }
             };
@@ -1025,7 +1425,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let ca_host = match retcd.and_then(|e| e.ca_host.as_ref()) {
         Some(h) => {
             if !members.iter().any(|m| m.name == h.value) {
-                cx.err("etcd.caHost", Some(h), format!("'{}' is not an etcd member", h.value), "name the etcd node that keeps etcd/ca.key, or remove the field (default: the first etcd node)");
+                cx.err("etcd.caHost", Some(h), format!("'{}' is not an etcd member", shown(&h.value)), "name the etcd node that keeps etcd/ca.key, or remove the field (default: the first etcd node)");
             }
             h.value.clone()
         }
@@ -1045,20 +1445,25 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             .to_string(),
         local_proxy,
     };
-    for (field, v) in [
-        ("etcd.dataDir", retcd.and_then(|e| e.data_dir.as_ref())),
-        ("etcd.binary", retcd.and_then(|e| e.binary.as_ref())),
-    ] {
-        if let Some(v) = v
-            && !v.value.starts_with('/')
-        {
-            cx.err(
-                field,
-                Some(v),
-                format!("'{}' is not an absolute path", v.value),
-                "write a path starting with '/'",
-            );
-        }
+    if let Some(v) = retcd.and_then(|e| e.data_dir.as_ref())
+        && let Err(why) = grammar::data_dir(&v.value)
+    {
+        cx.err(
+            "etcd.dataDir",
+            Some(v),
+            why,
+            "give etcd a directory of its own, written as an absolute path without '..', spaces or a trailing '/', e.g. /var/lib/etcd",
+        );
+    }
+    if let Some(v) = retcd.and_then(|e| e.binary.as_ref())
+        && let Err(why) = grammar::binary_path(&v.value)
+    {
+        cx.err(
+            "etcd.binary",
+            Some(v),
+            why,
+            "write the absolute path of the etcd program, e.g. /usr/local/bin/etcd",
+        );
     }
 
     // --- certificates
@@ -1070,37 +1475,56 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                 "rsa-2048" => KeyAlgorithm::Rsa2048,
                 "ecdsa-p256" => KeyAlgorithm::EcdsaP256,
                 _ => {
-                    cx.err("certificates.keyAlgorithm", Some(k), format!("unsupported key algorithm '{}'", k.value), "use 'rsa-2048' (kubeadm's default) or 'ecdsa-p256' (much faster to generate)");
+                    cx.err("certificates.keyAlgorithm", Some(k), format!("unsupported key algorithm '{}'", shown(&k.value)), "use 'rsa-2048' (kubeadm's default) or 'ecdsa-p256' (much faster to generate)");
                     KeyAlgorithm::Rsa2048
                 }
             }
         }
     };
+    // `None` when the value is wrong (and reported): then no rule compares it.
     let hours = |cx: &mut Ctx<'_>, field: &str, v: Option<&S<String>>, default: u32| match v {
-        None => default,
-        Some(s) => parse_hours(&s.value).unwrap_or_else(|| {
-            cx.err(
-                field,
-                Some(s),
-                format!("'{}' is not a duration", s.value),
-                "write hours, days or years: 8760h, 365d, 1y",
-            );
-            default
-        }),
+        None => Some(default),
+        Some(s) => match parse_hours(&s.value) {
+            None => {
+                cx.err(
+                    field,
+                    Some(s),
+                    format!("'{}' is not a duration", shown(&s.value)),
+                    "write hours, days or years: 8760h, 365d, 1y",
+                );
+                None
+            }
+            Some(h) if h > defaults::MAX_VALIDITY_HOURS => {
+                cx.err(
+                    field,
+                    Some(s),
+                    format!(
+                        "'{}' is longer than the maximum validity, 100y ({}h)",
+                        s.value,
+                        defaults::MAX_VALIDITY_HOURS
+                    ),
+                    "write 100y or less: X.509 dates end with the year 9999",
+                );
+                None
+            }
+            Some(h) => Some(h),
+        },
     };
-    let validity_hours = hours(
+    let validity = hours(
         cx,
         "certificates.validity",
         rc.and_then(|c| c.validity.as_ref()),
         defaults::LEAF_VALIDITY_HOURS,
     );
-    let ca_validity_hours = hours(
+    let ca_validity = hours(
         cx,
         "certificates.caValidity",
         rc.and_then(|c| c.ca_validity.as_ref()),
         defaults::CA_VALIDITY_HOURS,
     );
-    if validity_hours > ca_validity_hours {
+    if let (Some(leaf), Some(ca)) = (validity, ca_validity)
+        && leaf > ca
+    {
         cx.err(
             "certificates.validity",
             rc.and_then(|c| c.validity.as_ref()),
@@ -1108,6 +1532,8 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             "keep certificates.validity at or below certificates.caValidity",
         );
     }
+    let validity_hours = validity.unwrap_or(defaults::LEAF_VALIDITY_HOURS);
+    let ca_validity_hours = ca_validity.unwrap_or(defaults::CA_VALIDITY_HOURS);
     let mut apiserver_extra_sans = Vec::new();
     for (k, s) in rc
         .map(|c| c.apiserver_extra_sans.as_slice())
@@ -1125,7 +1551,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             cx.err(
                 format!("certificates.apiserverExtraSans[{k}]"),
                 Some(s),
-                format!("'{v}' is neither an IP address nor a DNS name"),
+                format!("'{}' is neither an IP address nor a DNS name", shown(v)),
                 "kubeadm would drop it silently; fix or remove it",
             );
         }
@@ -1139,26 +1565,30 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
     let container_runtime = ContainerRuntime {
         endpoint: cri.map_or(defaults::CRI_ENDPOINT.to_string(), |c| c.value.clone()),
     };
-    if let Some(c) = cri
-        && !c.value.starts_with("unix:///")
-    {
-        cx.err(
-            "containerRuntime.endpoint",
-            Some(c),
-            format!("'{}' is not a unix socket URL", c.value),
-            "write e.g. unix:///var/run/containerd/containerd.sock",
-        );
+    if let Some(c) = cri {
+        let why = match c.value.strip_prefix("unix://") {
+            None => Some("it does not start with unix://".to_string()),
+            Some(path) => grammar::host_path(path).err(),
+        };
+        if let Some(why) = why {
+            cx.err(
+                "containerRuntime.endpoint",
+                Some(c),
+                format!("'{}' is not a unix socket URL: {why}", shown(&c.value)),
+                "write unix:// and the socket's absolute path, e.g. unix:///var/run/containerd/containerd.sock",
+            );
+        }
     }
     let image_repository = opt_str(&raw.image_repository)
         .unwrap_or(defaults::IMAGE_REPOSITORY)
         .trim_end_matches('/')
         .to_string();
-    if image_repository.is_empty() || image_repository.contains(char::is_whitespace) {
+    if let Err(why) = grammar::image_repository(&image_repository) {
         cx.err(
             "imageRepository",
             raw.image_repository.as_ref(),
-            "image repository is empty or has spaces",
-            "write e.g. registry.k8s.io or registry.example.com/k8s",
+            format!("'{}' is not an image repository: {why}", shown(&image_repository)),
+            "write a registry host with an optional port and path, e.g. registry.k8s.io or registry.example.com:5000/k8s",
         );
     }
     let rp = raw.provisioning.as_ref();
@@ -1170,8 +1600,8 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
                     cx.err(
                         "provisioning.gateway",
                         Some(g),
-                        format!("'{}' is not an IP address", g.value),
-                        "",
+                        format!("'{}' is not an IP address", shown(&g.value)),
+                        "write the router's address on the node network, e.g. 10.10.0.1",
                     );
                     None
                 }
@@ -1188,9 +1618,78 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             Err(_) => cx.err(
                 format!("provisioning.nameservers[{k}]"),
                 Some(s),
-                format!("'{}' is not an IP address", s.value),
-                "",
+                format!("'{}' is not an IP address", shown(&s.value)),
+                "write a DNS server's IP address, e.g. 10.10.0.1",
             ),
+        }
+    }
+    if let Some((g, ip)) = rp.and_then(|p| p.gateway.as_ref()).zip(gateway) {
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+            cx.err(
+                "provisioning.gateway",
+                Some(g),
+                format!("{ip} cannot be a gateway"),
+                "write the router's address on the node network, e.g. 10.10.0.1",
+            );
+        } else if let Some(edge) = subnet_edge(&node_cidr, ip) {
+            cx.err(
+                "provisioning.gateway",
+                Some(g),
+                format!("gateway {ip} is the {edge} of the node subnet {node_cidr}"),
+                "write the router's address on the node network, e.g. 10.10.0.1",
+            );
+        } else if !node_cidr.contains(&ip) {
+            cx.warn(
+                "provisioning.gateway",
+                Some(g),
+                format!("gateway {ip} is outside the nodes' subnet {node_cidr}"),
+                "netplan's default route needs a gateway the node reaches directly: use the router's address on networking.nodeCidr",
+            );
+        }
+    }
+    if let Some(u) = rp.and_then(|p| p.user.as_ref())
+        && let Err(why) = grammar::user_name(&u.value)
+    {
+        cx.err(
+            "provisioning.user",
+            Some(u),
+            format!("'{}' is not a user name: {why}", shown(&u.value)),
+            "write a login name: a lower-case letter or '_', then lower-case letters, digits, '_' or '-', at most 32 characters, e.g. k8sadmin",
+        );
+    }
+    if let Some(i) = rp.and_then(|p| p.interface.as_ref())
+        && let Err(why) = grammar::interface(&i.value)
+    {
+        cx.err(
+            "provisioning.interface",
+            Some(i),
+            format!("'{}' is not a network interface name: {why}", shown(&i.value)),
+            "write the machines' interface on the node network as `ip link` shows it, e.g. enp0s2 (at most 15 letters, digits, '_', '.' or '-')",
+        );
+    }
+    if let Some(t) = rp.and_then(|p| p.timezone.as_ref())
+        && let Err(why) = grammar::time_zone(&t.value)
+    {
+        cx.err(
+            "provisioning.timezone",
+            Some(t),
+            why,
+            "write an IANA zone name such as Europe/Kyiv, America/New_York or UTC (see /usr/share/zoneinfo)",
+        );
+    }
+    for (k, key) in rp
+        .map(|p| p.ssh_authorized_keys.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Err(why) = grammar::ssh_public_key(key.value.trim()) {
+            cx.err(
+                format!("provisioning.sshAuthorizedKeys[{k}]"),
+                Some(key),
+                format!("not an SSH public key: {why}"),
+                "paste one line of your public key file (e.g. the content of ~/.ssh/id_ed25519.pub: 'ssh-ed25519 AAAA… you@host'); a placeholder must be replaced",
+            );
         }
     }
     let provisioning = Provisioning {
@@ -1198,7 +1697,12 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             .and_then(|p| opt_str(&p.user))
             .map_or(default_user.clone(), str::to_string),
         ssh_authorized_keys: rp
-            .map(|p| p.ssh_authorized_keys.clone())
+            .map(|p| {
+                p.ssh_authorized_keys
+                    .iter()
+                    .map(|k| k.value.trim().to_string())
+                    .collect()
+            })
             .unwrap_or_default(),
         interface: rp.and_then(|p| opt_str(&p.interface)).map_or_else(
             || {
@@ -1210,7 +1714,7 @@ fn resolve_inner(raw: &RawSpec, cx: &mut Ctx<'_>) -> Option<Spec> {
             },
             str::to_string,
         ),
-        timezone: rp.and_then(|p| p.timezone.clone()),
+        timezone: rp.and_then(|p| p.timezone.as_ref().map(|t| t.value.clone())),
         gateway,
         nameservers,
     };

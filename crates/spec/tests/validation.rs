@@ -83,12 +83,25 @@ fn unknown_field_is_rejected_with_its_line() {
 
 #[test]
 fn wrong_type_is_rejected_with_its_line() {
-    let yaml = BASE.replace(
-        "  vip: 10.1.0.100",
-        "  vip: 10.1.0.100\n  virtualRouterId: many",
+    // A list where a single value belongs.
+    let yaml = BASE.replace("  vip: 10.1.0.100", "  vip: [10.1.0.100]");
+    let (line, msg) = syntax(&yaml);
+    assert_eq!(line, 8);
+    assert!(
+        msg.starts_with("loadBalancer.vip: expected a single value"),
+        "{msg}"
     );
-    let (line, _) = syntax(&yaml);
-    assert_eq!(line, 9);
+    no_internals(&msg);
+    // A word where a number belongs is a located validation error, not a parse stop.
+    one_error(
+        &BASE.replace(
+            "  vip: 10.1.0.100",
+            "  vip: 10.1.0.100\n  virtualRouterId: many",
+        ),
+        "loadBalancer.virtualRouterId",
+        9,
+        "'many' is not a whole number",
+    );
 }
 
 #[test]
@@ -184,10 +197,16 @@ fn even_etcd_count_is_a_warning() {
     let w = l
         .warnings
         .iter()
-        .find(|p| p.field == "nodes")
+        .find(|p| p.message.contains("etcd members"))
         .expect("warning");
     assert_eq!(w.severity, Severity::Warning);
-    assert!(w.message.contains("2 etcd members"), "{}", w.message);
+    assert!(
+        w.message.contains("2 etcd members (e1, e2)"),
+        "{}",
+        w.message
+    );
+    // It points at the last etcd member (line 11), not at the first node or an LB.
+    assert_eq!((w.field.as_str(), w.line), ("nodes[1].roles", 11), "{w:#?}");
 }
 
 #[test]
@@ -509,5 +528,574 @@ fn worker_join_defaults_to_issued_certificates() {
         "workerJoin",
         1,
         "unknown worker join method 'token'",
+    );
+}
+
+/// A lifetime past what X.509 can date passed validation and panicked while issuing.
+#[test]
+fn validity_beyond_the_maximum_is_refused_on_its_field() {
+    let leaf = format!("{BASE}certificates:\n  validity: 8000y\n");
+    one_error(
+        &leaf,
+        "certificates.validity",
+        19,
+        "maximum validity, 100y (876000h)",
+    );
+    let ca = format!("{BASE}certificates:\n  caValidity: 8000y\n");
+    one_error(
+        &ca,
+        "certificates.caValidity",
+        19,
+        "maximum validity, 100y (876000h)",
+    );
+    // Only the over-long value is reported, not also "would outlive their CA".
+    let both = format!("{BASE}certificates:\n  validity: 200y\n  caValidity: 100y\n");
+    one_error(&both, "certificates.validity", 19, "maximum validity");
+    assert_eq!(errors(&both).len(), 1, "{:#?}", errors(&both));
+    // The maximum itself is fine, and the older rule still holds below it.
+    let max = format!("{BASE}certificates:\n  validity: 100y\n  caValidity: 876000h\n");
+    assert!(errors(&max).is_empty(), "{:#?}", errors(&max));
+    let outlive = format!("{BASE}certificates:\n  validity: 20y\n");
+    one_error(&outlive, "certificates.validity", 19, "outlive their CA");
+}
+
+// ---- every value that reaches a host file or command line is checked against its grammar
+
+/// `BASE` with `extra` inserted after the `loadBalancer.vip` line (line 9 onwards).
+fn with_lb(extra: &str) -> String {
+    BASE.replace(
+        "  vip: 10.1.0.100\n",
+        &format!("  vip: 10.1.0.100\n{extra}"),
+    )
+}
+
+/// `BASE` with a `provisioning:` section first (its fields from line 2 on).
+fn with_provisioning(fields: &str) -> String {
+    format!("provisioning:\n{fields}{BASE}")
+}
+
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAnAeRlJM7T8kS/MiXlHihQstYc+t+dAQCdhw4mPU+DM ops@example";
+
+#[test]
+fn interface_names_follow_linux_rules() {
+    one_error(
+        &with_lb("  interface: \"eth0; reboot\"\n"),
+        "loadBalancer.interface",
+        9,
+        "not a network interface name",
+    );
+    one_error(
+        &with_lb("  interface: enp0s31f6-too-long\n"),
+        "loadBalancer.interface",
+        9,
+        "at most 15",
+    );
+    one_error(
+        &with_provisioning("  interface: eth0:1\n"),
+        "provisioning.interface",
+        2,
+        "':'",
+    );
+    assert!(errors(&with_lb("  interface: eth0.100\n")).is_empty());
+}
+
+#[test]
+fn ssh_and_provisioning_users_are_login_names() {
+    let yaml = format!("ssh:\n  user: \"root; rm -rf /\"\n{BASE}");
+    one_error(&yaml, "ssh.user", 2, "not a user name");
+    let yaml = BASE.replace(
+        "{ name: w1, address: 10.1.0.31, roles: [worker] }",
+        "{ name: w1, address: 10.1.0.31, roles: [worker], ssh: { user: Admin } }",
+    );
+    one_error(&yaml, "nodes[7].ssh.user", 17, "lower-case letter");
+    one_error(
+        &with_provisioning("  user: \"ops$(id)\"\n"),
+        "provisioning.user",
+        2,
+        "'$'",
+    );
+    assert!(errors(&format!("ssh:\n  user: k8s_admin-2\n{BASE}")).is_empty());
+}
+
+#[test]
+fn labels_and_taints_follow_kubernetes_grammar() {
+    let node = |extra: &str| {
+        BASE.replace(
+            "  - { name: w1, address: 10.1.0.31, roles: [worker] }\n",
+            &format!("  - name: w1\n    address: 10.1.0.31\n    roles: [worker]\n{extra}"),
+        )
+    };
+    one_error(
+        &node("    labels:\n      \"bad key!\": x\n"),
+        "nodes[7].labels",
+        21,
+        "label key 'bad key!'",
+    );
+    one_error(
+        &node("    labels:\n      team: \"a b\"\n"),
+        "nodes[7].labels.team",
+        21,
+        "label value 'a b'",
+    );
+    one_error(
+        &node("    taints:\n      - { key: \"gpu=1\", effect: NoSchedule }\n"),
+        "nodes[7].taints[0].key",
+        21,
+        "not a Kubernetes qualified name",
+    );
+    one_error(
+        &node("    taints:\n      - { key: gpu, value: \"-x\", effect: NoSchedule }\n"),
+        "nodes[7].taints[0].value",
+        21,
+        "must start and end",
+    );
+    one_error(
+        &node("    taints:\n      - { key: gpu, effect: NoPlacement }\n"),
+        "nodes[7].taints[0].effect",
+        21,
+        "unknown taint effect",
+    );
+    // Valid keys, a prefix, an empty value.
+    let ok = node(
+        "    labels:\n      example.com/pool: general\n      edge: \"\"\n    taints:\n      - { key: example.com/gpu, value: a.b_c-1, effect: NoExecute }\n",
+    );
+    let l = load_str(&ok, Path::new("c.yaml")).expect("valid");
+    let w1 = l.spec.node("w1").expect("w1");
+    assert_eq!(w1.labels["example.com/pool"], "general");
+    assert_eq!(w1.labels["edge"], "");
+    assert_eq!(w1.taints[0].value.as_deref(), Some("a.b_c-1"));
+}
+
+#[test]
+fn stats_port_must_not_clash_with_what_the_lb_binds() {
+    one_error(
+        &with_lb("  statsPort: 6443\n"),
+        "loadBalancer.statsPort",
+        9,
+        "also the API port",
+    );
+    one_error(
+        &with_lb("  statsPort: 22\n"),
+        "loadBalancer.statsPort",
+        9,
+        "SSH port of lb node 'lb1'",
+    );
+    one_error(
+        &with_lb("  statsPort: 0\n"),
+        "loadBalancer.statsPort",
+        9,
+        "port 0",
+    );
+    one_error(
+        &with_lb("  statsPort: 70000\n"),
+        "loadBalancer.statsPort",
+        9,
+        "'70000' is not a TCP port",
+    );
+    // An lb that is also a worker runs a kubelet on 10250.
+    let yaml = with_lb("  statsPort: 10250\n").replace(
+        "{ name: lb2, address: 10.1.0.102, roles: [lb] }",
+        "{ name: lb2, address: 10.1.0.102, roles: [lb, worker] }",
+    );
+    one_error(
+        &yaml,
+        "loadBalancer.statsPort",
+        9,
+        "the kubelet's port on lb node 'lb2'",
+    );
+    assert!(errors(&with_lb("  statsPort: 9000\n")).is_empty());
+}
+
+#[test]
+fn ssh_ports_are_checked() {
+    one_error(&format!("ssh:\n  port: 0\n{BASE}"), "ssh.port", 2, "port 0");
+    one_error(
+        &format!("ssh:\n  port: -1\n{BASE}"),
+        "ssh.port",
+        2,
+        "'-1' is not a TCP port",
+    );
+    // sshd on an etcd member's peer port: etcd could not start there.
+    let yaml = BASE.replace(
+        "{ name: e2, address: 10.1.0.12, roles: [etcd] }",
+        "{ name: e2, address: 10.1.0.12, roles: [etcd], ssh: { port: 2380 } }",
+    );
+    one_error(&yaml, "nodes[1].ssh.port", 11, "etcd's peer port");
+    // The cluster-wide port, inherited by every node, blames the ssh.port line.
+    let errs = errors(&format!("ssh:\n  port: 10250\n{BASE}"));
+    assert!(
+        errs.iter()
+            .all(|e| e.field == "ssh.port" && e.line == 2 && e.message.contains("kubelet")),
+        "{errs:#?}"
+    );
+    assert_eq!(errs.len(), 3, "cp1, cp2, w1: {errs:#?}");
+    // The API port on an LB is HAProxy's.
+    one_error(
+        &BASE.replace("10.1.0.100:6443", "10.1.0.100:22"),
+        "controlPlaneEndpoint",
+        2,
+        "SSH port of lb node",
+    );
+}
+
+#[test]
+fn subnet_network_and_broadcast_addresses_are_refused() {
+    let vip = |a: &str| {
+        BASE.replace("vip: 10.1.0.100", &format!("vip: {a}"))
+            .replace("10.1.0.100:6443", &format!("{a}:6443"))
+    };
+    one_error(&vip("10.1.0.0"), "loadBalancer.vip", 8, "network address");
+    one_error(
+        &vip("10.1.0.255"),
+        "loadBalancer.vip",
+        8,
+        "broadcast address",
+    );
+    one_error(
+        &BASE.replace("address: 10.1.0.31", "address: 10.1.0.255"),
+        "nodes[7].address",
+        17,
+        "broadcast address of the node subnet 10.1.0.0/24",
+    );
+}
+
+#[test]
+fn etcd_data_dir_is_a_dedicated_absolute_path() {
+    for bad in [
+        "/",
+        "/etc",
+        "/usr",
+        "/var/lib",
+        "/var",
+        "/root",
+        "/home",
+        "/boot",
+        "/var/lib/../..",
+        "/var/lib/etcd/",
+        "\"/var/lib/et cd\"",
+        "var/lib/etcd",
+        "/run/etcd",
+        "/etcd",
+    ] {
+        let yaml = format!("etcd:\n  dataDir: {bad}\n{BASE}");
+        let errs = errors(&yaml);
+        let e = errs
+            .iter()
+            .find(|p| p.field == "etcd.dataDir")
+            .unwrap_or_else(|| panic!("{bad}: {errs:#?}"));
+        assert_eq!(e.line, 2, "{bad}");
+        assert!(e.help.as_deref().unwrap_or("").contains("/var/lib/etcd"));
+    }
+    for ok in ["/var/lib/etcd", "/data/etcd", "/srv/etcd-1"] {
+        let yaml = format!("etcd:\n  dataDir: {ok}\n{BASE}");
+        assert!(errors(&yaml).is_empty(), "{ok}");
+    }
+    one_error(
+        &format!("etcd:\n  binary: \"/usr/bin/etcd --force-new-cluster\"\n{BASE}"),
+        "etcd.binary",
+        2,
+        "a space",
+    );
+}
+
+#[test]
+fn runtime_endpoint_and_image_repository_follow_their_grammar() {
+    one_error(
+        &format!(
+            "containerRuntime:\n  endpoint: \"unix:///run/containerd/c.sock --debug\"\n{BASE}"
+        ),
+        "containerRuntime.endpoint",
+        2,
+        "not a unix socket URL",
+    );
+    one_error(
+        &format!("imageRepository: \"registry.example.com/K8s;x\"\n{BASE}"),
+        "imageRepository",
+        1,
+        "not an image repository",
+    );
+    let l = load_str(
+        &format!("imageRepository: registry.example.com:5000/k8s/\n{BASE}"),
+        Path::new("c.yaml"),
+    )
+    .expect("valid");
+    assert_eq!(l.spec.image_repository, "registry.example.com:5000/k8s");
+}
+
+#[test]
+fn metallb_pool_outside_the_node_subnet_is_a_warning() {
+    let yaml = format!(
+        "metallb:\n  addresses: [10.9.0.10-10.9.0.20, \" 10.1.0.200 - 10.1.0.210 \"]\n{BASE}"
+    );
+    let l = load_str(&yaml, Path::new("c.yaml")).expect("a warning, not an error");
+    let w: Vec<_> = l
+        .warnings
+        .iter()
+        .filter(|p| p.field.starts_with("metallb"))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(
+        (w[0].field.as_str(), w[0].line),
+        ("metallb.addresses[0]", 2)
+    );
+    assert!(
+        w[0].message
+            .contains("not inside the nodes' subnet 10.1.0.0/24")
+    );
+    // Written for MetalLB without the spaces.
+    assert_eq!(
+        l.spec.metallb.expect("pool").addresses,
+        ["10.9.0.10-10.9.0.20", "10.1.0.200-10.1.0.210"]
+    );
+}
+
+#[test]
+fn time_zone_must_be_an_iana_name() {
+    one_error(
+        &with_provisioning("  timezone: Mars/Olympus_Mons\n"),
+        "provisioning.timezone",
+        2,
+        "not an IANA time zone name",
+    );
+    one_error(
+        &with_provisioning("  timezone: \"Europe/Kyiv; reboot\"\n"),
+        "provisioning.timezone",
+        2,
+        "not a location",
+    );
+    for ok in ["UTC", "Europe/Kyiv", "America/Argentina/Buenos_Aires"] {
+        assert!(
+            errors(&with_provisioning(&format!("  timezone: {ok}\n"))).is_empty(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn authorized_keys_must_be_public_keys() {
+    let keys = |k: &str| with_provisioning(&format!("  sshAuthorizedKeys:\n    - {k}\n"));
+    // The placeholder `kubeha init` writes fails until it is replaced.
+    let placeholder = "ssh-ed25519 AAAA...replace-with-your-public-key you@example";
+    one_error(
+        &keys(placeholder),
+        "provisioning.sshAuthorizedKeys[0]",
+        3,
+        "not an SSH public key",
+    );
+    one_error(
+        &keys(
+            "\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAnAeRlJM7T8kS/MiXlHihQstYc+t+dAQCdhw4mPU+DM\\nssh-rsa x\"",
+        ),
+        "provisioning.sshAuthorizedKeys[0]",
+        3,
+        "one key per list entry",
+    );
+    one_error(
+        &keys("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIAnAeRlJM7T8kS/MiXlHihQstYc+t+dAQCdhw4mPU+DM"),
+        "provisioning.sshAuthorizedKeys[0]",
+        3,
+        "'ssh-ed25519' key, but the entry says ssh-rsa",
+    );
+    let l = load_str(&keys(ED25519), Path::new("c.yaml")).expect("valid key");
+    assert_eq!(l.spec.provisioning.ssh_authorized_keys, [ED25519]);
+}
+
+#[test]
+fn service_cidr_must_hold_the_dns_address() {
+    one_error(
+        &BASE.replace("10.96.0.0/16", "10.96.0.0/29"),
+        "networking.serviceCidr",
+        6,
+        "10th address",
+    );
+}
+
+// ---- YAML-level errors are told in kubeha's words, with field, line and range
+
+/// Internal phrases of the YAML library that must never reach the user.
+const INTERNAL: [&str; 10] = [
+    "invalid u16",
+    "invalid u8",
+    "Option<",
+    "DuplicateKeyPolicy",
+    "from_str_multiple",
+    "budget breached",
+    "Nodes {",
+    "deserialize",
+    "struct Raw",
+    "check the path and its permissions",
+];
+
+fn no_internals(msg: &str) {
+    for phrase in INTERNAL {
+        assert!(!msg.contains(phrase), "{phrase:?} leaked: {msg}");
+    }
+}
+
+#[test]
+fn numbers_out_of_range_name_field_line_and_range_all_at_once() {
+    let yaml = with_lb("  statsPort: 70000\n  virtualRouterId: 300\n").replace(
+        "{ name: lb1, address: 10.1.0.101, roles: [lb] }",
+        "{ name: lb1, address: 10.1.0.101, roles: [lb], lbPriority: 255 }",
+    );
+    let errs = errors(&yaml);
+    let want = [
+        (
+            "loadBalancer.statsPort",
+            9,
+            "'70000' is not a TCP port",
+            "from 1 to 65535",
+        ),
+        (
+            "loadBalancer.virtualRouterId",
+            10,
+            "300 is out of range",
+            "1 to 255",
+        ),
+        ("nodes[3].lbPriority", 15, "255 is out of range", "1 to 254"),
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (field, line, what, range) in want {
+        let e = errs
+            .iter()
+            .find(|e| e.field == field)
+            .unwrap_or_else(|| panic!("{field}: {errs:#?}"));
+        assert_eq!(e.line, line, "{e:#?}");
+        assert!(
+            e.message.contains(what) && e.message.contains(range),
+            "{e:#?}"
+        );
+        no_internals(&e.message);
+    }
+    let errs = errors(&BASE.replace(
+        "serviceCidr: 10.96.0.0/16",
+        "serviceCidr: 10.96.0.0/16\n  nodeCidrMaskSize: 300",
+    ));
+    assert!(
+        errs.iter().any(|e| e.field == "networking.nodeCidrMaskSize"
+            && e.line == 7
+            && e.message.contains("from 1 to 30")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn an_empty_value_is_named_not_a_rust_type() {
+    let (line, msg) = syntax(&BASE.replace("name: demo", "name:"));
+    assert_eq!(line, 1);
+    assert!(msg.contains("name is empty"), "{msg}");
+    no_internals(&msg);
+    let (line, msg) = syntax(&BASE.replace("address: 10.1.0.12,", "address: ,"));
+    assert_eq!(line, 11);
+    assert!(msg.contains("nodes[1].address is empty"), "{msg}");
+    no_internals(&msg);
+}
+
+#[test]
+fn a_duplicate_key_names_the_key_and_line() {
+    let (line, msg) = syntax(&BASE.replace(
+        "  podCidr: 10.244.0.0/16\n",
+        "  podCidr: 10.244.0.0/16\n  podCidr: 10.245.0.0/16\n",
+    ));
+    assert_eq!(line, 6);
+    assert!(
+        msg.starts_with("networking.podCidr is given twice"),
+        "{msg}"
+    );
+    no_internals(&msg);
+}
+
+#[test]
+fn several_documents_are_refused_in_plain_words() {
+    let (_, msg) = syntax(&format!("{BASE}---\nname: other\n"));
+    assert!(msg.contains("more than one YAML document"), "{msg}");
+    no_internals(&msg);
+}
+
+#[test]
+fn unknown_field_suggests_the_spelling() {
+    let (line, msg) = syntax(&BASE.replace("  podCidr:", "  podCIDR:"));
+    assert_eq!(line, 5);
+    assert!(
+        msg.contains("unknown field 'podCIDR' in 'networking'; did you mean 'podCidr'?"),
+        "{msg}"
+    );
+    no_internals(&msg);
+}
+
+#[test]
+fn a_huge_document_is_refused_in_plain_words() {
+    let mut yaml = BASE.to_string();
+    yaml.push_str("metallb:\n  addresses:\n");
+    for _ in 0..250_001 {
+        yaml.push_str("    - x\n");
+    }
+    let (_, msg) = syntax(&yaml);
+    assert!(msg.contains("not a cluster file"), "{msg}");
+    no_internals(&msg);
+}
+
+#[test]
+fn a_file_that_is_not_utf8_names_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("c.yaml");
+    let mut bytes = BASE.as_bytes().to_vec();
+    let at = BASE.find("demo").expect("name") + 2;
+    bytes.insert(at, 0xff);
+    std::fs::write(&path, &bytes).expect("write");
+    match kubeha_spec::load(&path) {
+        Err(SpecError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        }) => {
+            assert_eq!((line, column), (1, 9), "{message}");
+            assert!(message.contains("not UTF-8 text: byte 0xFF"), "{message}");
+            no_internals(&message);
+        }
+        other => panic!("expected a located error, got {other:?}"),
+    }
+}
+
+#[test]
+fn echoed_values_are_cut_to_a_sane_width() {
+    let long = "x".repeat(40_000);
+    let errs = errors(&BASE.replace("name: demo", &format!("name: {long}")));
+    let e = errs.iter().find(|e| e.field == "name").expect("name error");
+    assert!(e.message.len() < 200, "{} bytes", e.message.len());
+    assert!(e.message.contains('…'), "{}", e.message);
+    let (_, msg) = syntax(&format!("{long}: 1\n{BASE}"));
+    assert!(msg.len() < 400, "{} bytes: {}", msg.len(), &msg[..200]);
+}
+
+#[test]
+fn a_pod_cidr_too_small_for_one_node_is_located_with_a_range() {
+    let errs = errors(&BASE.replace("10.244.0.0/16", "10.244.0.0/30"));
+    let e = errs
+        .iter()
+        .find(|e| e.field == "networking.podCidr")
+        .unwrap_or_else(|| panic!("{errs:#?}"));
+    assert_eq!(e.line, 5);
+    assert!(e.message.contains("10.244.0.0/30"), "{e:#?}");
+    assert!(
+        e.help.as_deref().unwrap_or("").contains("from /8 to /24"),
+        "{e:#?}"
+    );
+    assert!(
+        errs.iter().all(|e| e.line > 0),
+        "every error has a line: {errs:#?}"
+    );
+    // A /26 with the default per-node /24: no nonsense range like "between 26 and 24".
+    let errs = errors(&BASE.replace("10.244.0.0/16", "10.244.0.0/26"));
+    let e = errs
+        .iter()
+        .find(|e| e.field == "networking.podCidr")
+        .unwrap_or_else(|| panic!("{errs:#?}"));
+    assert_eq!(e.line, 5);
+    assert!(
+        e.message.contains("smaller than one node's pod range"),
+        "{e:#?}"
     );
 }

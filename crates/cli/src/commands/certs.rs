@@ -101,11 +101,13 @@ pub fn run(g: &Global, c: &CertsCommand) -> Result<ExitCode, CliError> {
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
     let view = StateView::new(&g.state_dir, &spec.name);
+    // Looking changes nothing: control sockets and first-contact host keys go to scratch.
+    let scratch = super::scratch_ssh_dir(view.dir())?;
     let hosts: Vec<(String, SshTransport)> = spec
         .nodes
         .iter()
         .map(|n| {
-            SshTransport::new(n, view.dir()).map(|t| {
+            SshTransport::new(n, scratch.path()).map(|t| {
                 (
                     n.address.to_string(),
                     t.with_connect_timeout(CONNECT_TIMEOUT),
@@ -120,6 +122,7 @@ pub fn run(g: &Global, c: &CertsCommand) -> Result<ExitCode, CliError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let parallel = hosts.len().clamp(1, MAX_PARALLEL);
     let scanned = for_each_host(hosts, parallel, |(_, t)| scan::scan(t, ""));
+    super::close_all(scanned.iter().map(|((_, t), _)| t));
     let rows: Vec<HostRow> = scanned
         .into_iter()
         .map(|((address, t), r)| host_row(t.host(), &address, r, now, *warn_days))

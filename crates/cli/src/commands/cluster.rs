@@ -142,9 +142,13 @@ pub fn after_converge(
     };
     let say = |s: &StepReport| {
         if !quiet {
-            eprintln!(
+            errln!(
                 "kubernetes {}: {} ({} created, {} updated) {:.1}s",
-                s.step, s.detail, s.created, s.updated, s.seconds
+                s.step,
+                s.detail,
+                s.created,
+                s.updated,
+                s.seconds
             );
         }
     };
@@ -185,21 +189,8 @@ fn admin_edge(g: &Global, a: &CheckArgs, spec: &Spec) -> Result<Edge, CliError> 
         Some(path) => {
             std::fs::read_to_string(path).map_err(CliError::io("read kubeconfig", path))?
         }
-        None => {
-            // Read-only: `check` and `fix` never issue anything.
-            let view = kubeha_pki::StateView::new(&g.state_dir, &spec.name);
-            let ca = view.ca_cert(kubeha_pki::CaId::Kubernetes)?;
-            let client = view.leaf(&kubeha_pki::LeafId::operator(
-                kubeha_pki::LeafKind::AdminConf,
-            ))?;
-            kubeha_render::kubeconfig::kubeconfig(
-                &spec.name,
-                &spec.endpoint.url(),
-                &ca,
-                &kubeha_render::operator::admin_user(spec),
-                &client,
-            )?
-        }
+        // Read-only: `check` and `fix` never issue anything.
+        None => super::admin_kubeconfig(g, spec)?,
     };
     Ok(Edge::from_kubeconfig(
         &text,

@@ -153,9 +153,9 @@ fn finish(r: Result<ExitCode, Failure>) -> Result<ExitCode, CliError> {
         }
     };
     if help.is_empty() {
-        eprintln!("{:?}", miette::miette!("{text}"));
+        errln!("{:?}", miette::miette!("{text}"));
     } else {
-        eprintln!("{:?}", miette::miette!(help = help, "{text}"));
+        errln!("{:?}", miette::miette!(help = help, "{text}"));
     }
     Ok(ExitCode::from(EXIT_FAILURE))
 }
@@ -436,7 +436,7 @@ pub(crate) fn reconfigure<T>(
         match f() {
             Err(e) if retry && e.is_unhealthy_cluster() && start.elapsed() < RECONFIG_RETRY => {
                 if !said {
-                    eprintln!(
+                    errln!(
                         "etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying for up to {}s…",
                         RECONFIG_RETRY.as_secs()
                     );

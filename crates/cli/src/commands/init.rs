@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode, CliError> {
     };
     f.write_all(text.as_bytes())
         .map_err(CliError::io("write", path))?;
-    eprintln!(
+    errln!(
         "wrote {}: edit the addresses, then run `kubeha validate -f {}`",
         path.display(),
         path.display()
@@ -49,17 +49,33 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode, CliError> {
 mod tests {
     use std::path::Path;
 
-    /// The starter and both examples are valid cluster files without warnings.
+    /// Both examples are valid cluster files without warnings; the starter is too once its
+    /// placeholder SSH key is replaced, and until then fails on that key alone.
     #[test]
     fn starter_and_examples_are_valid() {
-        for (name, text) in [
-            ("starter", super::STARTER),
-            ("external", super::EXTERNAL),
-            ("stacked", super::STACKED),
-        ] {
+        for (name, text) in [("external", super::EXTERNAL), ("stacked", super::STACKED)] {
             let l = kubeha_spec::load_str(text, Path::new(name))
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert!(l.warnings.is_empty(), "{name}: {:?}", l.warnings);
         }
+        match kubeha_spec::load_str(super::STARTER, Path::new("starter")) {
+            Err(kubeha_spec::SpecError::Invalid { problems, .. }) => {
+                let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+                assert_eq!(
+                    fields,
+                    ["provisioning.sshAuthorizedKeys[0]"],
+                    "{problems:?}"
+                );
+            }
+            other => panic!("the starter's placeholder key must fail: {other:?}"),
+        }
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAnAeRlJM7T8kS/MiXlHihQstYc+t+dAQCdhw4mPU+DM ops@example";
+        let replaced = super::STARTER.replace(
+            "ssh-ed25519 AAAA...replace-with-your-public-key you@example",
+            key,
+        );
+        let l = kubeha_spec::load_str(&replaced, Path::new("starter"))
+            .unwrap_or_else(|e| panic!("starter with a key: {e:?}"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 }

@@ -1,6 +1,7 @@
 //! `kubeha kubeconfig`: the operator's admin kubeconfig — cluster `<name>`, user
 //! `<name>-admin`, context `<name>-admin@<name>`, built exactly as `kubeha render` builds
-//! `_operator/admin.kubeconfig` — printed, or merged into a kubeconfig file.
+//! `_operator/admin.kubeconfig` — printed, or merged into a kubeconfig file. It is read from
+//! the state dir, never issued: without state for the cluster the command refuses.
 //!
 //! The merge (guide 000's kubeconfig FAQ, without hand edits or renames) goes into `--into`,
 //! else the first file of `$KUBECONFIG`, else `~/.kube/config`. It keeps every other entry and
@@ -53,24 +54,14 @@ struct Entry {
 pub fn run(g: &Global, a: &KubeconfigArgs) -> Result<ExitCode, CliError> {
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
-    let text = {
-        let mut store = super::open_store(g, &spec.name)?;
-        let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
-        if issued.keys_generated > 0 {
-            eprintln!(
-                "pki: generated {} key(s), issued {} certificate(s), reused {}",
-                issued.keys_generated,
-                issued.issued.len(),
-                issued.reused
-            );
-        }
-        kubeha_render::operator::admin_kubeconfig(kubeha_render::Ctx::new(spec, &materials))?
-    };
+    // Read-only on the state dir: printing (or merging) credentials must never issue new
+    // ones, which no running cluster would accept.
+    let text = super::admin_kubeconfig(g, spec)?;
 
     // `--into FILE` names a file to merge into: it implies `--merge`.
     if !a.merge && a.into.is_none() {
         print_kubeconfig(g.output, &text)?;
-        eprintln!(
+        errln!(
             "warning: this kubeconfig holds the private key of {}'s admin credentials; keep it mode 0600 and out of shared places",
             spec.name
         );

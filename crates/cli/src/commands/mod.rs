@@ -17,7 +17,6 @@ mod validate;
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
 use kubeha_spec::Loaded;
 use secrecy::SecretString;
 
@@ -45,8 +44,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Fix(c) => cluster::fix(g, &c),
         Command::Kubeconfig(a) => kubeconfig::run(g, &a),
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "kubeha", &mut std::io::stdout());
+            // Into memory first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut crate::args::command(), "kubeha", &mut script);
+            crate::output::print_stdout(&String::from_utf8_lossy(&script));
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(b) => bench::run(g, &b),
@@ -83,7 +84,77 @@ pub fn passphrase(g: &Global) -> Result<Option<SecretString>, CliError> {
         .map(SecretString::from))
 }
 
+/// The cluster's state dir for a command that only reads it. Refused when the cluster has
+/// none: a command meant to look must not create one, let alone issue a new CA whose
+/// credentials no running cluster accepts.
+pub fn existing_state(g: &Global, cluster: &str) -> Result<kubeha_pki::StateView, CliError> {
+    let view = kubeha_pki::StateView::new(&g.state_dir, cluster);
+    if !view.dir().join("pki").is_dir() {
+        return Err(CliError::Input {
+            message: format!(
+                "no state for cluster {cluster}: {} does not exist",
+                view.dir().join("pki").display()
+            ),
+            help: "run `kubeha render --out DIR` or `kubeha up` first (they issue the cluster's certificates), or name the state dir that holds them with --state-dir".into(),
+        });
+    }
+    Ok(view)
+}
+
+/// The operator's admin kubeconfig from the state dir, built exactly as `kubeha render`
+/// builds `_operator/admin.kubeconfig`, without issuing, locking or writing anything.
+pub fn admin_kubeconfig(g: &Global, spec: &kubeha_spec::Spec) -> Result<String, CliError> {
+    let view = existing_state(g, &spec.name)?;
+    let ca = view.ca_cert(kubeha_pki::CaId::Kubernetes)?;
+    let client = view.leaf(&kubeha_pki::LeafId::operator(
+        kubeha_pki::LeafKind::AdminConf,
+    ))?;
+    Ok(kubeha_render::kubeconfig::kubeconfig(
+        &spec.name,
+        &spec.endpoint.url(),
+        &ca,
+        &kubeha_render::operator::admin_user(spec),
+        &client,
+    )?)
+}
+
+/// A private scratch directory standing in for the state dir of SSH transports used by a
+/// command that only looks (`plan`, `status`, `certs check`): the control sockets, and a
+/// host key pinned on first contact, go there and vanish with it. The host keys already
+/// pinned in the state dir are copied in, so a changed key is still refused.
+pub fn scratch_ssh_dir(state: &std::path::Path) -> Result<tempfile::TempDir, CliError> {
+    let dir = tempfile::Builder::new()
+        .prefix("kubeha-look-")
+        .tempdir()
+        .map_err(CliError::io(
+            "create temporary directory",
+            std::env::temp_dir(),
+        ))?;
+    let pinned = state.join("known_hosts");
+    if pinned.is_file() {
+        std::fs::copy(&pinned, dir.path().join("known_hosts"))
+            .map_err(CliError::io("copy", &pinned))?;
+    }
+    Ok(dir)
+}
+
+/// Ends the shared SSH connections of transports whose control sockets live in a scratch
+/// directory about to be removed (else each master lingers until `ControlPersist` ends).
+pub fn close_all<'a>(hosts: impl IntoIterator<Item = &'a kubeha_transport::SshTransport>) {
+    for t in hosts {
+        let _ = t.close();
+    }
+}
+
 /// Opens (and locks) the cluster's state dir.
+/// Tells the operator what the PKI store corrected on its own (loose key modes, a rebuilt
+/// index): such a repair is never silent.
+pub fn print_pki_notices(report: &kubeha_pki::IssueReport) {
+    for n in report.notices() {
+        errln!("pki: warning: {n}");
+    }
+}
+
 pub fn open_store(g: &Global, cluster: &str) -> Result<kubeha_pki::Store, CliError> {
     let opts = kubeha_pki::StoreOptions {
         passphrase: passphrase(g)?,

@@ -86,7 +86,7 @@ impl Log {
     fn say(&self, node: &str, what: impl Into<String>) {
         let what = what.into();
         let seconds = self.start.elapsed().as_secs_f64();
-        eprintln!("[{seconds:>5.1}s] {node}: {what}");
+        errln!("[{seconds:>5.1}s] {node}: {what}");
         if let Ok(mut s) = self.steps.lock() {
             s.push(StepLine {
                 seconds: (seconds * 10.0).round() / 10.0,
@@ -308,7 +308,7 @@ fn confirm(nodes: &[String], data_dir: &str) -> Result<(), CliError> {
             help: "kubeha reset … --yes".into(),
         });
     }
-    eprint!(
+    errprint!(
         "Reset {} ({}): stop kubeha's services, delete the files kubeha wrote and the etcd data dir {data_dir}? Type yes: ",
         if nodes.len() == 1 {
             "1 host".to_string()
@@ -341,7 +341,8 @@ fn with_cx(
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
     let mut store = super::open_store(g, &spec.name)?;
-    let (materials, _) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+    let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+    super::print_pki_notices(&issued);
     let rendered = kubeha_render::render(spec, &materials)?;
     let hosts = super::up::transports(spec, &g.state_dir.join(&spec.name))?;
     let cx = Cx {
@@ -382,9 +383,9 @@ fn with_cx(
     };
     emit(cx.g.output, &report, || text(&report))?;
     if help.is_empty() {
-        eprintln!("{:?}", miette::miette!("{message}"));
+        errln!("{:?}", miette::miette!("{message}"));
     } else {
-        eprintln!("{:?}", miette::miette!(help = help, "{message}"));
+        errln!("{:?}", miette::miette!(help = help, "{message}"));
     }
     Ok(ExitCode::from(EXIT_FAILURE))
 }

@@ -28,10 +28,13 @@ pub fn run(g: &Global, a: &RenderArgs) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
+    // Before the state dir is touched: a refused --out must leave no new CA behind.
+    tree::check_target(&a.out)?;
     let mut store = super::open_store(g, &spec.name)?;
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+    super::print_pki_notices(&issued);
     if issued.keys_generated > 0 {
-        eprintln!(
+        errln!(
             "pki: generated {} key(s), issued {} certificate(s), reused {}",
             issued.keys_generated,
             issued.issued.len(),
@@ -78,16 +81,38 @@ fn human(r: &Report) -> String {
         Outcome::Unchanged => "unchanged",
         Outcome::Written => "written",
     };
+    let out = std::path::Path::new(&r.out);
+    // What this render holds, from its manifest: operator files and in-cluster bundles
+    // (MetalLB only when the cluster file configures it).
+    let listed = |dir: &str| -> Vec<String> {
+        r.manifest
+            .operator
+            .iter()
+            .filter_map(|f| f.path.strip_prefix(dir)?.strip_prefix('/'))
+            .filter(|name| !name.contains('/'))
+            .map(str::to_string)
+            .collect()
+    };
+    let bundles: Vec<String> = listed(kubeha_render::CLUSTER_DIR)
+        .iter()
+        .map(|f| {
+            let stem = f.strip_suffix(".yaml").unwrap_or(f);
+            // `NN-<bundle>`: the number only gives the apply order.
+            stem.split_once('-').map_or(stem, |(_, b)| b).to_string()
+        })
+        .collect();
     format!(
-        "{}\n{} files {verb} to {} in {:.2}s ({} keys generated, {} certificates issued, {} reused)\noperator files: {}/_operator/ (admin.kubeconfig, topology.md, addresses.md, bring-up.md)\nin-cluster objects: {}/_cluster/ (bootstrap, kube-proxy, CoreDNS, CNI, MetalLB; applied by `kubeha up`)\n",
+        "{}\n{} files {verb} to {} in {:.2}s ({} keys generated, {} certificates issued, {} reused)\noperator files: {} ({})\nin-cluster objects: {} ({}; applied by `kubeha up`)\n",
         t.render(),
         total,
-        r.out,
+        out.display(),
         r.seconds,
         r.keys_generated,
         r.certificates_issued,
         r.certificates_reused,
-        r.out,
-        r.out
+        out.join(kubeha_render::operator::DIR).display(),
+        listed(kubeha_render::operator::DIR).join(", "),
+        out.join(kubeha_render::CLUSTER_DIR).display(),
+        bundles.join(", "),
     )
 }

@@ -93,11 +93,13 @@ pub fn run(g: &Global) -> Result<ExitCode, CliError> {
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;
     let view = StateView::new(&g.state_dir, &spec.name);
+    // Looking changes nothing: control sockets and first-contact host keys go to scratch.
+    let scratch = super::scratch_ssh_dir(view.dir())?;
     let hosts: Vec<(String, SshTransport)> = spec
         .nodes
         .iter()
         .map(|n| {
-            SshTransport::new(n, view.dir()).map(|t| {
+            SshTransport::new(n, scratch.path()).map(|t| {
                 (
                     n.name.clone(),
                     t.with_connect_timeout(Duration::from_secs(3)),
@@ -123,6 +125,7 @@ pub fn run(g: &Global) -> Result<ExitCode, CliError> {
             holders: kubeha_apply::gate::vip_holders(lb.vip, &lbs),
         }
     });
+    super::close_all(hosts.iter().map(|(_, t)| t));
     let haproxy = haproxy_backends(spec);
     let certificates = certificates(&view);
     let healthy = etcd.quorum

@@ -45,7 +45,7 @@ impl Lines {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => eprintln!("{line}"),
+            None => errln!("{line}"),
         }
     }
 }
@@ -101,20 +101,41 @@ impl Progress for Lines {
     }
 }
 
+/// One SSH transport per node, in cluster-file order; `state` holds the pinned host keys and
+/// the control sockets.
+pub fn ssh_transports(
+    spec: &kubeha_spec::Spec,
+    state: &std::path::Path,
+) -> Result<Vec<SshTransport>, CliError> {
+    spec.nodes
+        .iter()
+        .map(|n| {
+            SshTransport::new(n, state).map_err(|e| CliError::Input {
+                message: e.to_string(),
+                help: e.help().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The transports keyed by node name, as `converge` takes them.
+fn boxed(ssh: &[SshTransport]) -> BTreeMap<String, Box<dyn Transport>> {
+    ssh.iter()
+        .map(|t| {
+            (
+                t.host().to_string(),
+                Box::new(t.clone()) as Box<dyn Transport>,
+            )
+        })
+        .collect()
+}
+
 /// Builds one SSH transport per node, keyed by node name.
 pub fn transports(
     spec: &kubeha_spec::Spec,
     state: &std::path::Path,
 ) -> Result<BTreeMap<String, Box<dyn Transport>>, CliError> {
-    let mut hosts: BTreeMap<String, Box<dyn Transport>> = BTreeMap::new();
-    for n in &spec.nodes {
-        let t = SshTransport::new(n, state).map_err(|e| CliError::Input {
-            message: e.to_string(),
-            help: e.help().unwrap_or_default(),
-        })?;
-        hosts.insert(n.name.clone(), Box::new(t));
-    }
-    Ok(hosts)
+    Ok(boxed(&ssh_transports(spec, state)?))
 }
 
 /// The kubeha binary, for hosts without systemd (lab hosts share this machine's files).
@@ -148,15 +169,26 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
         super::open_store(g, &spec.name)?
     };
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+    if !dry_run {
+        super::print_pki_notices(&issued);
+    }
     if issued.keys_generated > 0 && !dry_run {
-        eprintln!(
+        errln!(
             "pki: generated {} key(s), issued {} certificate(s)",
             issued.keys_generated,
             issued.issued.len()
         );
     }
     let rendered = kubeha_render::render(spec, &materials)?;
-    let hosts = transports(spec, &state)?;
+    // `plan` reaches the hosts from the scratch copy (pinned keys included), so that not even
+    // an SSH control socket or a first-contact host key lands in the state dir.
+    let ssh_state = if dry_run {
+        scratch.path().join(&spec.name)
+    } else {
+        state.clone()
+    };
+    let ssh = ssh_transports(spec, &ssh_state)?;
+    let hosts = boxed(&ssh);
     let opts = Options {
         parallelism: a.parallelism.max(1),
         dry_run,
@@ -167,6 +199,9 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     let progress = Lines::new(start, dry_run || g.output != Format::Table);
     let result = kubeha_apply::converge(spec, &rendered, &materials, &hosts, &opts, &progress);
     progress.finish();
+    if dry_run {
+        super::close_all(&ssh);
+    }
     drop(store);
     let report = match result {
         Ok(r) => r,
@@ -208,15 +243,43 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The report as data. `changed` appears once: for `plan` it means "would change" (a plan
+/// changes nothing itself), for `up` that the run changed a host. The apply report's own
+/// `changed` is not flattened in, since two keys of one name make JSON readers disagree.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Out<'a> {
     changed: bool,
-    #[serde(flatten)]
-    report: &'a Report,
+    plan: &'a kubeha_plan::Plan,
+    observed: &'a [kubeha_apply::Observed],
+    warnings: &'a [String],
+    not_installed: &'a [String],
+    phases: &'a [kubeha_apply::run::PhaseReport],
+    observe_seconds: f64,
+    seconds: f64,
     /// What was done through the Kubernetes API (absent for `plan`).
     #[serde(skip_serializing_if = "Option::is_none")]
     kubernetes: Option<&'a super::cluster::KubeOutcome>,
+}
+
+impl<'a> Out<'a> {
+    fn new(r: &'a Report, kube: Option<&'a super::cluster::KubeOutcome>, dry_run: bool) -> Self {
+        Out {
+            changed: if dry_run {
+                !r.plan.is_empty()
+            } else {
+                r.changed
+            },
+            plan: &r.plan,
+            observed: &r.observed,
+            warnings: &r.warnings,
+            not_installed: &r.not_installed,
+            phases: &r.phases,
+            observe_seconds: r.observe_seconds,
+            seconds: r.seconds,
+            kubernetes: kube,
+        }
+    }
 }
 
 fn print(
@@ -227,16 +290,7 @@ fn print(
     start: Instant,
 ) -> Result<(), CliError> {
     let total = start.elapsed().as_secs_f64();
-    let out = Out {
-        changed: if dry_run {
-            !r.plan.is_empty()
-        } else {
-            r.changed
-        },
-        report: r,
-        kubernetes: kube,
-    };
-    emit(g.output, &out, || {
+    emit(g.output, &Out::new(r, kube, dry_run), || {
         if dry_run {
             plan_text(r)
         } else {
@@ -414,4 +468,62 @@ fn not_installed_text(entries: &[String]) -> String {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use kubeha_plan::{Phase, Plan, Step};
+
+    use super::*;
+
+    fn report(steps: usize) -> Report {
+        let step = Step {
+            node: "cp-1".into(),
+            phase: Phase::ControlPlane,
+            files: vec![],
+            restart: BTreeSet::from(["kubelet.service".to_string()]),
+            reload: BTreeSet::new(),
+            start: BTreeSet::new(),
+        };
+        Report {
+            plan: Plan {
+                steps: vec![step; steps],
+            },
+            observed: vec![],
+            warnings: vec![],
+            not_installed: vec![],
+            phases: vec![],
+            // A plan applies nothing: the apply report's own flag stays false.
+            changed: false,
+            observe_seconds: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    /// Issue 13 (A3): `plan -o json` had `changed` twice, and a reader keeping the last one
+    /// read `false` for a 40-change plan.
+    #[test]
+    fn plan_data_has_one_changed_key_saying_whether_there_is_work() {
+        for (steps, want) in [(40, true), (0, false)] {
+            let r = report(steps);
+            let json = serde_json::to_string_pretty(&Out::new(&r, None, true)).expect("json");
+            assert_eq!(json.matches("\"changed\"").count(), 1, "{json}");
+            let v: serde_json::Value = serde_json::from_str(&json).expect("parses");
+            assert_eq!(v["changed"], want);
+            assert_eq!(v["plan"]["steps"].as_array().map(Vec::len), Some(steps));
+            let yaml = serde_saphyr::to_string(&Out::new(&r, None, true)).expect("yaml");
+            assert_eq!(
+                yaml.lines().filter(|l| l.starts_with("changed:")).count(),
+                1,
+                "{yaml}"
+            );
+        }
+        // `up` reports what the run did.
+        let mut r = report(3);
+        r.changed = true;
+        let v = serde_json::to_value(Out::new(&r, None, false)).expect("json");
+        assert_eq!(v["changed"], true);
+    }
 }

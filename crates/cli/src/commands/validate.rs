@@ -6,8 +6,8 @@ use kubeha_spec::{Problem, Role, Spec};
 use serde::Serialize;
 
 use crate::{
-    args::Global,
-    error::CliError,
+    args::{Format, Global},
+    error::{CliError, spec_problems},
     output::{emit, kv_table},
     table::Table,
 };
@@ -16,9 +16,21 @@ use crate::{
 struct Summary<'a> {
     valid: bool,
     file: String,
+    /// Every finding, errors and warnings, each with its field, place, message and help:
+    /// the same list whether the file is valid (warnings only, often `[]`) or not.
+    problems: &'a [Problem],
     warnings: &'a [Problem],
     spec: &'a Spec,
     capacity: Capacity,
+}
+
+/// What scripts get on stdout when the file cannot be used, whatever the reason (unreadable,
+/// not YAML, unknown field, wrong type, inconsistent values).
+#[derive(Serialize)]
+struct Invalid<'a> {
+    valid: bool,
+    file: String,
+    problems: &'a [Problem],
 }
 
 #[derive(Serialize)]
@@ -33,29 +45,18 @@ struct Capacity {
 pub fn run(g: &Global) -> Result<ExitCode, CliError> {
     let loaded = match super::load_spec(g) {
         Ok(l) => l,
-        Err(CliError::Spec(kubeha_spec::SpecError::Invalid { path, problems }))
-            if g.output != crate::args::Format::Table =>
-        {
+        Err(CliError::Spec(e)) if g.output != Format::Table => {
             // Scripts get the problems on stdout as data, and still exit 2.
-            #[derive(Serialize)]
-            struct Bad<'a> {
-                valid: bool,
-                file: String,
-                problems: &'a [Problem],
-            }
             emit(
                 g.output,
-                &Bad {
+                &Invalid {
                     valid: false,
-                    file: path.display().to_string(),
-                    problems: &problems,
+                    file: g.file.display().to_string(),
+                    problems: &spec_problems(&e),
                 },
                 String::new,
             )?;
-            return Err(CliError::Spec(kubeha_spec::SpecError::Invalid {
-                path,
-                problems,
-            }));
+            return Err(CliError::Spec(e));
         }
         Err(e) => return Err(e),
     };
@@ -64,6 +65,7 @@ pub fn run(g: &Global) -> Result<ExitCode, CliError> {
     let summary = Summary {
         valid: true,
         file: loaded.path.display().to_string(),
+        problems: &loaded.warnings,
         warnings: &loaded.warnings,
         spec,
         capacity: Capacity {

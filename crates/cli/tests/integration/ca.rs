@@ -122,3 +122,89 @@ fn imported_etcd_ca_signs_every_etcd_certificate() {
         .assert()
         .failure();
 }
+
+/// Issue 13 (A7): `kubeha ca list` printed "not yet". It lists every CA and leaf in the state
+/// dir with subject, issuing CA, expiry and time left, as JSON too, without writing anything.
+#[test]
+fn ca_list_shows_every_certificate_in_the_state_dir() {
+    let sb = Sandbox::new();
+    sb.example("stacked.yaml", true);
+    // No state: refused, and none created.
+    sb.kubeha()
+        .args(["ca", "list", "-f", "stacked.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no state for cluster stacked"));
+    assert!(!sb.path().join(".kubeha").exists());
+
+    sb.kubeha()
+        .args(["render", "-f", "stacked.yaml"])
+        .assert()
+        .success();
+    let state = sb.path().join(".kubeha");
+    let on_disk = crate::readonly::tree(&state)
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "crt"))
+        .count();
+    let out = crate::readonly::unchanged(&state, "ca list", || {
+        sb.kubeha()
+            .args(["ca", "list", "-f", "stacked.yaml", "-o", "json"])
+            .output()
+            .expect("run")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let certs = v["certificates"].as_array().expect("list");
+    assert_eq!(certs.len(), on_disk, "one row per certificate file");
+    let row = |name: &str| {
+        certs
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v:#}"))
+    };
+    let ca = row("ca");
+    assert_eq!(ca["isCa"], true);
+    assert_eq!(ca["subject"], "kubernetes");
+    assert_eq!(ca["issuer"], "self");
+    // kubeadm's 10-year CA: 10y in the second it was issued, 9y after.
+    assert!(
+        ca["residual"] == "9y" || ca["residual"] == "10y",
+        "{}",
+        ca["residual"]
+    );
+    let etcd_server = row("nodes/master-1/etcd/server");
+    assert_eq!(etcd_server["issuer"], "etcd");
+    assert_eq!(etcd_server["subject"], "master-1");
+    assert!(
+        etcd_server["residual"] == "364d" || etcd_server["residual"] == "1y",
+        "{}",
+        etcd_server["residual"]
+    );
+    assert_eq!(
+        row("nodes/master-1/front-proxy-client")["issuer"],
+        "front-proxy"
+    );
+    let admin = row("operator/admin.conf");
+    assert_eq!(admin["issuer"], "kubernetes");
+    let left = admin["secondsLeft"].as_i64().expect("seconds");
+    // Issued by `render` above, 365 days of validity (whole seconds, so at most 365 days).
+    assert!(
+        (365 * 86_400 - 600..=365 * 86_400).contains(&left),
+        "{left}"
+    );
+    assert_eq!(certs.iter().filter(|c| c["isCa"] == true).count(), 3);
+    assert!(certs.iter().take(3).all(|c| c["isCa"] == true), "CAs first");
+    // The table says the same, with kubeadm's columns.
+    let out = sb
+        .kubeha()
+        .args(["ca", "list", "-f", "stacked.yaml"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("RESIDUAL TIME"), "{text}");
+    assert!(text.contains("3 CA(s) and"), "{text}");
+}

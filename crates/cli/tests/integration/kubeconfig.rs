@@ -72,6 +72,16 @@ fn kubeha(sb: &Sandbox) -> assert_cmd::Command {
     c
 }
 
+/// The stacked example with its state dir: `kubeconfig` only reads credentials `render`
+/// (or `up`) issued, and refuses without them.
+fn with_state(sb: &Sandbox) {
+    sb.example("stacked.yaml", true);
+    kubeha(sb)
+        .args(["render", "-f", "stacked.yaml", "--out", "issued"])
+        .assert()
+        .success();
+}
+
 fn mode(p: &Path) -> u32 {
     fs::metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -138,7 +148,7 @@ fn merge(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
 #[test]
 fn printed_kubeconfig_is_the_rendered_one_and_warns_about_the_key() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let out = kubeha(&sb)
         .args(["kubeconfig", "-f", "stacked.yaml"])
         .output()
@@ -175,7 +185,7 @@ fn printed_kubeconfig_is_the_rendered_one_and_warns_about_the_key() {
 #[test]
 fn merge_into_home_config_keeps_other_contexts_and_backs_up() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let kube = home(&sb).join(".kube");
     fs::create_dir_all(&kube).expect("mkdir");
     let config = kube.join("config");
@@ -286,7 +296,7 @@ fn merge_into_home_config_keeps_other_contexts_and_backs_up() {
 #[test]
 fn re_merge_is_a_no_op() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let file = sb.write("config", TWO_CONTEXTS);
     assert!(merge(&sb, &["--into", "config"]).status.success());
     let bytes = fs::read(&file).expect("read");
@@ -325,12 +335,17 @@ fn re_merge_is_a_no_op() {
 #[test]
 fn same_names_of_another_cluster_are_refused_and_the_file_is_unchanged() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let file = sb.write("config", TWO_CONTEXTS);
     assert!(merge(&sb, &["--into", "config"]).status.success());
     let bytes = fs::read(&file).expect("read");
 
     // Same cluster file, another state dir: same names and server, another CA.
+    kubeha(&sb)
+        .args(["--state-dir", "other-state", "render", "-f", "stacked.yaml"])
+        .args(["--out", "other-out"])
+        .assert()
+        .success();
     let out = kubeha(&sb)
         .args([
             "--state-dir",
@@ -383,7 +398,7 @@ fn same_names_of_another_cluster_are_refused_and_the_file_is_unchanged() {
 #[test]
 fn into_a_new_file_in_a_new_directory() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let target = sb.path().join("new/dir/kubeconfig");
     let out = kubeha(&sb)
         // --into wins over KUBECONFIG; --into alone implies --merge.
@@ -417,7 +432,7 @@ fn into_a_new_file_in_a_new_directory() {
 #[test]
 fn first_path_of_kubeconfig_env_and_home_default() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let first = sb.path().join("first");
     let second = sb.write("second", TWO_CONTEXTS);
     let list = std::env::join_paths([first.as_path(), second.as_path()]).expect("join");
@@ -449,11 +464,12 @@ fn first_path_of_kubeconfig_env_and_home_default() {
 #[test]
 fn a_renewed_admin_certificate_updates_the_user_entry() {
     let sb = Sandbox::new();
-    sb.example("stacked.yaml", false);
+    with_state(&sb);
     let file = sb.write("config", TWO_CONTEXTS);
     assert!(merge(&sb, &["--into", "config"]).status.success());
     let old = view(&sb, &file);
-    // Lose the operator's admin certificate: the next run issues a new one from the same CA.
+    // Lose the operator's admin certificate: `render` issues a new one from the same CA
+    // (`kubeconfig` itself only reads, and refuses while it is missing).
     let state = sb.path().join(".kubeha");
     let leaf: Vec<PathBuf> = crate::harness::snapshot_dir(&state)
         .into_iter()
@@ -464,6 +480,26 @@ fn a_renewed_admin_certificate_updates_the_user_entry() {
     for p in &leaf {
         fs::remove_file(p).expect("remove");
     }
+    let refused = merge(&sb, &["--into", "config"]);
+    assert_eq!(refused.status.code(), Some(1), "the leaf cannot be read");
+    assert!(
+        flat(&refused.stderr).contains("operator/admin.conf.crt"),
+        "{}",
+        flat(&refused.stderr)
+    );
+    assert!(
+        leaf.iter().all(|p| !p.exists()),
+        "kubeconfig issued nothing"
+    );
+    assert_eq!(
+        backups(sb.path(), "config").len(),
+        1,
+        "the file was not touched"
+    );
+    kubeha(&sb)
+        .args(["render", "-f", "stacked.yaml", "--out", "issued"])
+        .assert()
+        .success();
     let out = merge(&sb, &["--into", "config", "-o", "json"]);
     assert!(
         out.status.success(),

@@ -52,6 +52,26 @@ nodes:
     )
 }
 
+/// The smallest lab `kubeha up` converges: one etcd member and one control plane (no LBs;
+/// the endpoint is the control plane), on 198.18.`net`.0/24.
+pub fn two_host_text(name: &str, net: u8) -> String {
+    format!(
+        "name: {name}
+kubernetesVersion: v1.34.2
+etcdVersion: 3.4.23
+topology: external
+controlPlaneEndpoint: 198.18.{net}.21:6443
+ssh: {{ user: root, key: lab-key }}
+networking: {{ nodeCidr: 198.18.{net}.0/24, podCidr: 198.19.0.0/16, serviceCidr: 198.18.128.0/20 }}
+etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: /usr/bin/etcd }}
+certificates: {{ keyAlgorithm: ecdsa-p256 }}
+nodes:
+  - {{ name: etcd-1, address: 198.18.{net}.11, roles: [etcd] }}
+  - {{ name: cp-1, address: 198.18.{net}.21, roles: [control-plane] }}
+"
+    )
+}
+
 /// A lab brought up for one test and torn down when it ends, also on panic.
 pub struct Lab {
     pub sb: Sandbox,
@@ -62,11 +82,13 @@ pub struct Lab {
 impl Lab {
     /// Three etcd members, two LBs, `cps` control planes, `workers` workers.
     pub fn up(name: &str, net: u8, cps: usize, workers: usize) -> Lab {
+        Lab::up_text(&cluster_text(name, net, &[1, 2, 3], cps, workers))
+    }
+
+    /// A lab of the cluster file `text`.
+    pub fn up_text(text: &str) -> Lab {
         let sb = Sandbox::new();
-        let file = sb.write(
-            "cluster.yaml",
-            &cluster_text(name, net, &[1, 2, 3], cps, workers),
-        );
+        let file = sb.write("cluster.yaml", text);
         let spec = kubeha_spec::load(&file).expect("lab spec").spec;
         // Leftovers of a killed earlier run of this test go first.
         let _ = sb.kubeha().args(["lab", "down"]).arg(&file).output();

@@ -258,17 +258,25 @@ fn node_add_reloads_haproxy_and_an_etcd_watch_through_the_vip_survives() {
 }
 
 /// Samples every 50 ms whether `node` holds the VIP ("1") or not ("0") until
-/// `/run/kubeha/stop-sampling` exists (at most 60 s).
+/// `/run/kubeha/stop-sampling` exists (at most 60 s). Returns once sampling has begun.
 fn sample_vip(lab: &Lab, node: &str, vip: &str) -> std::thread::JoinHandle<String> {
     let ns = lab.ns(node);
+    lab.sh(node, "rm -f /run/kubeha/stop-sampling /run/kubeha/sampling");
     let script = format!(
-        "rm -f /run/kubeha/stop-sampling; i=0; while [ ! -e /run/kubeha/stop-sampling ] && [ $i -lt 1200 ]; do ip -o addr show dev eth0 | grep -q ' {vip}/' && printf 1 || printf 0; i=$((i+1)); sleep 0.05; done"
+        "touch /run/kubeha/sampling; i=0; while [ ! -e /run/kubeha/stop-sampling ] && [ $i -lt 1200 ]; do ip -o addr show dev eth0 | grep -q ' {vip}/' && printf 1 || printf 0; i=$((i+1)); sleep 0.05; done"
     );
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let out = kubeha_lab::exec_in_timeout(&ns, &["sh", "-c", &script], Duration::from_secs(90))
             .expect("sample the VIP");
         String::from_utf8_lossy(&out.stdout).to_string()
-    })
+    });
+    let started = wait_until(Duration::from_secs(30), || {
+        lab.sh(node, "test -e /run/kubeha/sampling")
+            .status
+            .success()
+    });
+    assert!(started.is_some(), "{node}: VIP sampling did not start");
+    handle
 }
 
 #[test]
@@ -313,9 +321,9 @@ fn a_changed_keepalived_conf_is_reloaded_and_the_master_keeps_the_vip() {
         sample_vip(&lab, "lb-1", &vip),
         sample_vip(&lab, "lb-2", &vip),
     );
-    std::thread::sleep(Duration::from_millis(500));
     let v = lab.up_ok();
-    // Keep sampling a while after `up`: a lost election would show within 3 advert intervals.
+    // An observation window, not a synchronisation: a lost election would show within
+    // 3 advert intervals (3 s), so sampling goes on that long after `up`.
     std::thread::sleep(Duration::from_secs(4));
     for n in ["lb-1", "lb-2"] {
         lab.sh(n, "touch /run/kubeha/stop-sampling");

@@ -565,9 +565,20 @@ impl Supervisor {
             unit::expand_argv(&pre.words, env)
         };
         let command = argv.join(" ");
-        let status = match self.run_control(unit, pre, &argv, env, creds, cwd, logf)? {
-            Some(status) => status,
-            None => {
+        let status = match self.run_control(unit, pre, &argv, env, creds, cwd, logf) {
+            // As systemd: a `-` line that cannot even be started (`-/sbin/modprobe overlay`
+            // on a machine without kmod) is a failure like any other, and ignored.
+            Err(SupervisorError::Spawn { source, .. }) if pre.ignore_failure => {
+                let mut log = logf;
+                let _ = writeln!(
+                    log,
+                    "kubeha service: ExecStartPre `{command}` could not be started ({source}); ignored ('-')"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+            Ok(Some(status)) => status,
+            Ok(None) => {
                 return Err(SupervisorError::PreTimeout {
                     unit: unit.to_string(),
                     command,
@@ -1168,6 +1179,30 @@ mod tests {
             "{msg}"
         );
         assert!(!s.status("bad").expect("status").active);
+    }
+
+    #[test]
+    fn a_missing_optional_exec_start_pre_is_ignored_and_a_required_one_fails() {
+        let t = tempfile::tempdir().expect("tmp");
+        let s = sup(t.path());
+        write(
+            &t.path().join("etc/opt.service"),
+            "[Service]\nExecStartPre=-/nonexistent/modprobe overlay\nExecStart=/bin/sleep 30\n",
+        );
+        let st = s
+            .start("opt")
+            .expect("started despite the missing '-' program");
+        assert!(st.active, "{st}");
+        s.stop("opt").expect("stop");
+        write(
+            &t.path().join("etc/req.service"),
+            "[Service]\nExecStartPre=/nonexistent/modprobe overlay\nExecStart=/bin/sleep 30\n",
+        );
+        let e = s
+            .start("req")
+            .expect_err("a required ExecStartPre that cannot run");
+        assert!(e.to_string().contains("/nonexistent/modprobe"), "{e}");
+        assert!(!s.status("req").expect("status").active);
     }
 
     #[test]

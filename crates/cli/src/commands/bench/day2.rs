@@ -333,7 +333,7 @@ fn all_healthy(c: &Client, want: usize) -> bool {
 pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
     require_root("day2")?;
     if file_given(g) {
-        eprintln!("bench: day2 always measures its own lab ({NAME}); -f is not used");
+        errln!("bench: day2 always measures its own lab ({NAME}); -f is not used");
     }
     let runs = runs.max(1);
     let scratch = scratch_dir()?;
@@ -364,7 +364,7 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
         n: Cell::new(0),
     };
     let load_before = load_average();
-    eprintln!(
+    errln!(
         "bench: lab {NAME} ({} hosts, {PREFIX}0/24), {runs} run(s) each; load average {}; scratch in {}",
         spec.nodes.len(),
         load_text(load_before),
@@ -379,11 +379,11 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
     let lab_up_seconds = secs(t.elapsed());
     let conns = connections(&spec, &kubeha.state.join(NAME))?;
     guard.conns = conns.clone();
-    eprintln!("bench: lab up in {lab_up_seconds:.2}s; kubeha up without {ADDED}");
+    errln!("bench: lab up in {lab_up_seconds:.2}s; kubeha up without {ADDED}");
 
     write(&short)?;
     let up = kubeha.run(&["up"], UP_LIMIT)?;
-    eprintln!("bench: kubeha up (9 hosts, from empty) in {:.2}s", up.wall);
+    errln!("bench: kubeha up (9 hosts, from empty) in {:.2}s", up.wall);
 
     // Adding a worker: the file gains it, `node add` converges it. Between runs it is removed
     // again (`node remove` cleans the host) so every run adds to a host kubeha never set up.
@@ -392,7 +392,7 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
         write(&full)?;
         close_all(&conns);
         let r = kubeha.run(&["node", "add", ADDED], COMMAND_LIMIT)?;
-        eprintln!(
+        errln!(
             "bench: node add {ADDED} #{}: {:.2}s (kubeha {})",
             i + 1,
             r.wall,
@@ -431,7 +431,7 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
                     ),
                 ));
             }
-            eprintln!(
+            errln!(
                 "bench: certs check #{} ({ssh}): {:.3}s, {} certificates",
                 i + 1,
                 r.wall,
@@ -528,7 +528,7 @@ pub fn run(g: &Global, runs: usize) -> Result<ExitCode, CliError> {
                 format!("no member removed and promoted:\n{}", steps.join("\n")),
             ));
         }
-        eprintln!(
+        errln!(
             "bench: node replace {node}{} #{}: {:.2}s, {members}/{members} healthy at {healthy:.2}s (first seen at {})",
             if leader { " (leader)" } else { "" },
             i + 1,

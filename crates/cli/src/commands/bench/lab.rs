@@ -114,7 +114,7 @@ pub(super) fn scratch_dir() -> Result<tempfile::TempDir, CliError> {
 pub(super) fn remove_leftovers(spec: &Spec, opts: &LabOptions) -> Result<(), CliError> {
     let id = kubeha_lab::lab_id(&spec.name);
     if Lab::discover(opts).contains(&id) {
-        eprintln!("bench: removing what is left of lab {} ({id})", spec.name);
+        errln!("bench: removing what is left of lab {} ({id})", spec.name);
         Lab::down(spec, opts).map_err(lab_error("remove the leftovers of lab", &spec.name))?;
     }
     Ok(())
@@ -161,8 +161,8 @@ impl Drop for LabGuard<'_> {
         }
         self.close();
         match Lab::down(self.spec, self.opts) {
-            Ok(_) => eprintln!("bench: lab {} removed", self.spec.name),
-            Err(e) => eprintln!(
+            Ok(_) => errln!("bench: lab {} removed", self.spec.name),
+            Err(e) => errln!(
                 "bench: could not remove lab {}: {e}; run `sudo kubeha lab down --all`",
                 self.spec.name
             ),
@@ -217,7 +217,7 @@ fn up_spec(g: &Global, key: &Path) -> Result<(Spec, String), CliError> {
         let spec = kubeha_spec::load_str(LAB, Path::new(LAB_PATH))?.spec;
         let taken = Lab::discover(&LabOptions::default()).contains(&kubeha_lab::lab_id(&spec.name));
         if taken {
-            eprintln!(
+            errln!(
                 "bench: a lab named `{}` is up on this machine (not ours); measuring a renamed copy `{RENAMED_NAME}` on {RENAMED_PREFIX}0/24",
                 spec.name
             );
@@ -310,7 +310,7 @@ impl Recorder {
         let at = Instant::now();
         let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         if self.print {
-            eprintln!("[{:>5.1}s] {text}", (at - self.start).as_secs_f64());
+            errln!("[{:>5.1}s] {text}", (at - self.start).as_secs_f64());
         }
         events.push(Event {
             at,
@@ -494,7 +494,7 @@ pub fn up(
     let (spec, source) = up_spec(g, &scratch.path().join("lab-key"))?;
     let lab_opts = LabOptions::default();
     let parallelism = parallelism.max(1);
-    eprintln!(
+    errln!(
         "bench: lab {} ({} hosts) from {source}; scratch state in {}",
         spec.name,
         spec.nodes.len(),
@@ -506,7 +506,7 @@ pub fn up(
     let t_lab = Instant::now();
     Lab::up(&spec, &lab_opts).map_err(lab_error("bring up the lab of", &spec.name))?;
     let lab_up_seconds = secs(t_lab.elapsed());
-    eprintln!("bench: lab up in {lab_up_seconds:.2}s");
+    errln!("bench: lab up in {lab_up_seconds:.2}s");
 
     let t_pki = Instant::now();
     let state_root = scratch.path().join("state");
@@ -1072,7 +1072,7 @@ pub fn fanout(g: &Global, sizes: &[usize]) -> Result<ExitCode, CliError> {
         let t = Instant::now();
         Lab::up(&spec, &lab_opts).map_err(lab_error("bring up the lab of", &spec.name))?;
         let lab_up_seconds = secs(t.elapsed());
-        eprintln!(
+        errln!(
             "bench: lab {} ({n} hosts, 198.18.{}.0/24) up in {lab_up_seconds:.2}s",
             spec.name,
             FAN_NET0 + i as u8
@@ -1087,7 +1087,7 @@ pub fn fanout(g: &Global, sizes: &[usize]) -> Result<ExitCode, CliError> {
             let cold = fan_round(&spec.name, &conns, p, &format!("{series}-cold"))?;
             let warm = fan_round(&spec.name, &conns, p, &format!("{series}-warm"))?;
             guard.close();
-            eprintln!(
+            errln!(
                 "bench: {n} hosts, {} at once: cold {:.2}s, warm {:.2}s",
                 p.min(n),
                 cold.seconds,

@@ -69,7 +69,7 @@ pub fn run(
         if let Some(n) = workers {
             with_workers(&mut spec, n);
         }
-        eprintln!(
+        errln!(
             "bench: {} nodes, {} ({} run(s))…",
             spec.nodes.len(),
             alg.as_str(),

@@ -101,12 +101,13 @@ pub(crate) fn run(g: &Global, all: bool, names: &[String]) -> Result<ExitCode, C
     let selector = Selector::parse(spec, all, names).map_err(input)?;
     let mut store = crate::commands::open_store(g, &spec.name)?;
     let now = time::OffsetDateTime::now_utc();
-    let (before, _) = store.ensure(spec, now)?;
+    let (before, issued) = store.ensure(spec, now)?;
+    crate::commands::print_pki_notices(&issued);
     let (materials, report) = store.ensure_with(spec, now, &|id| selector.matches(id))?;
     if report.issued.is_empty() {
         return Err(input("no certificate matched; nothing was renewed".into()));
     }
-    eprintln!("renew: re-issued {} certificate(s)", report.issued.len());
+    errln!("renew: re-issued {} certificate(s)", report.issued.len());
     let old = kubeha_render::render(spec, &before)?;
     let new = kubeha_render::render(spec, &materials)?;
     let hosts = crate::commands::up::transports(spec, &g.state_dir.join(&spec.name))?;
@@ -134,7 +135,7 @@ pub(crate) fn run(g: &Global, all: bool, names: &[String]) -> Result<ExitCode, C
     let r = kubeha_apply::converge(spec, &new, &materials, &hosts, &opts, &Quiet)?;
     drop(store);
     let renewed: BTreeSet<String> = report.issued.iter().map(|(id, _)| id.to_string()).collect();
-    println!(
+    outln!(
         "renewed {} certificate(s) ({}); {} phase(s) converged",
         renewed.len(),
         renewed.into_iter().collect::<Vec<_>>().join(", "),
@@ -147,7 +148,7 @@ struct Quiet;
 impl kubeha_apply::Progress for Quiet {
     fn phase(&self, _: kubeha_plan::Phase, _: usize) {}
     fn host(&self, phase: kubeha_plan::Phase, node: &str, message: &str) {
-        eprintln!("renew: {phase} {node}: {message}");
+        errln!("renew: {phase} {node}: {message}");
     }
     fn gate(&self, _: kubeha_plan::Phase, _: &kubeha_apply::gate::GateResult) {}
 }
@@ -184,7 +185,7 @@ fn roll_etcd_member(
         })
         .collect();
     upload_many(t, &up, Duration::from_secs(60)).map_err(|e| fail(kubeha_etcd::error_chain(&e)))?;
-    eprintln!(
+    errln!(
         "renew: etcd {name}: restarting with {} new file(s)",
         files.len()
     );
@@ -194,7 +195,7 @@ fn roll_etcd_member(
     // The restart does not block: give the member a moment to go down before gating.
     std::thread::sleep(Duration::from_millis(500));
     let g = gate::etcd(spec, materials, GATE_TIMEOUT);
-    eprintln!("renew: etcd {name}: gate {}", g.text());
+    errln!("renew: etcd {name}: gate {}", g.text());
     if !g.passed() {
         return Err(fail(format!(
             "etcd did not become healthy after the restart: {}",

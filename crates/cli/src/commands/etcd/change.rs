@@ -112,9 +112,7 @@ pub(crate) fn add(g: &Global, spec: &Spec, node_name: &str) -> Result<ExitCode, 
             is_learner,
             initial_cluster,
         } => {
-            eprintln!(
-                "{node_name} was added earlier ({id}) and has not started yet; nothing changed"
-            );
+            errln!("{node_name} was added earlier ({id}) and has not started yet; nothing changed");
             (id, is_learner, initial_cluster, false)
         }
         AddPlan::Add { initial_cluster } => {
@@ -234,7 +232,7 @@ pub(crate) fn remove(g: &Global, spec: &Spec, arg: &str, force: bool) -> Result<
                 help: "bring the unhealthy members back (or remove them first: removing a dead member improves the arithmetic); --force removes anyway and risks the cluster's quorum".into(),
             });
         }
-        eprintln!(
+        errln!(
             "warning: removing {} anyway (--force): {check}",
             target.describe()
         );
@@ -400,7 +398,7 @@ fn confirm(question: &str) -> bool {
     if !stdin.is_terminal() {
         return false;
     }
-    eprint!("{question} [y/N] ");
+    errprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     match stdin.lock().read_line(&mut line) {
@@ -431,7 +429,7 @@ pub(crate) fn forget(
             help: "bring members back first; `kubeha etcd remove --force` exists for a deliberate exception".into(),
         });
     }
-    eprintln!("ghost members to remove:");
+    errln!("ghost members to remove:");
     for (o, c) in targets.iter().zip(&checks) {
         let why: Vec<String> = o
             .flags
@@ -439,7 +437,7 @@ pub(crate) fn forget(
             .filter(|f| f.is_ghost())
             .map(ToString::to_string)
             .collect();
-        eprintln!("  {}: {}\n    {c}", o.describe(), why.join("; "));
+        errln!("  {}: {}\n    {c}", o.describe(), why.join("; "));
     }
     if !yes && !confirm(&format!("Remove {} member(s)?", targets.len())) {
         return Err(Failure::Failed {
@@ -453,7 +451,7 @@ pub(crate) fn forget(
         reconfigure(&format!("remove {}", o.describe()), true, || {
             client.member_remove(&o.member.id)
         })?;
-        eprintln!("removed {}", o.describe());
+        errln!("removed {}", o.describe());
         removed.push(Forgotten {
             id: o.member.id.clone(),
             name: o.member.name.clone(),

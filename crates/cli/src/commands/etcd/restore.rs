@@ -94,7 +94,7 @@ fn confirm(question: &str) -> bool {
     if !stdin.is_terminal() {
         return false;
     }
-    eprint!("{question} [y/N] ");
+    errprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     match stdin.lock().read_line(&mut line) {
@@ -160,7 +160,8 @@ pub(crate) fn restore(
     let mut store = crate::commands::open_store(g, &spec.name).map_err(cli)?;
     let now = time::OffsetDateTime::now_utc();
     let pki = |e: kubeha_pki::PkiError| failed(kubeha_etcd::error_chain(&e), "");
-    let (mut materials, _) = store.ensure(spec, now).map_err(pki)?;
+    let (mut materials, issued) = store.ensure(spec, now).map_err(pki)?;
+    crate::commands::print_pki_notices(&issued);
     let token = new_token(&spec.name, now.unix_timestamp());
     materials.secrets.etcd_cluster_token = Some(token.clone());
     let hosts =
@@ -232,7 +233,7 @@ pub(crate) fn restore(
 
     // ---- 2. stop etcd everywhere.
     for m in &members {
-        eprintln!("restore: stopping etcd on {}", m.name);
+        errln!("restore: stopping etcd on {}", m.name);
         m.manager.stop(m.t, UNIT).map_err(|e| {
             failed(
                 format!(
@@ -308,7 +309,7 @@ pub(crate) fn restore(
                     .map_or(String::from("no old data dir"), |a| {
                         format!("old data kept at {a}")
                     });
-                eprintln!("restore: {name}: restored with {tool}; {aside}");
+                errln!("restore: {name}: restored with {tool}; {aside}");
             }
             Err(e) => bad.push(format!("{name}: {e}")),
         }
@@ -350,7 +351,7 @@ pub(crate) fn restore(
             })?;
     }
     for m in &members {
-        eprintln!("restore: starting etcd on {}", m.name);
+        errln!("restore: starting etcd on {}", m.name);
         m.manager.start(m.t, UNIT).map_err(|e| {
             failed(
                 format!(
@@ -373,7 +374,7 @@ pub(crate) fn restore(
             "see `kubeha etcd health` and the members' logs",
         ));
     }
-    println!(
+    outln!(
         "restored {} member(s) ({}) from {} ({} bytes) under cluster token {token}; gate {}",
         members.len(),
         names.join(", "),
