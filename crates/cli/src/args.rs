@@ -9,6 +9,7 @@ Examples:
   kubeha init                       write a commented ./cluster.yaml to edit
   kubeha validate -f cluster.yaml   check it; every problem names its field and line
   kubeha render --out out/          issue certificates and write every host's files
+  kubeha -v up                      also print every SSH command with its host and duration
   kubeha completions bash > /etc/bash_completion.d/kubeha
 
 Exit status: 0 success, 1 failure, 2 invalid input (cluster file, flags).";
@@ -18,7 +19,7 @@ Exit status: 0 success, 1 failure, 2 invalid input (cluster file, flags).";
 /// One cluster file describes every node (etcd, load balancers, control planes, workers);
 /// kubeha is the PKI authority and renders, byte for byte, every file each host needs.
 #[derive(Debug, Parser)]
-#[command(name = "kubeha", version, about, long_about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "kubeha", version = crate::commands::version::LONG_VERSION, about, long_about, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -49,6 +50,13 @@ pub struct Global {
         env = "KUBEHA_STATE_DIR"
     )]
     pub state_dir: PathBuf,
+    /// Print no progress lines on stderr; errors and warnings are still printed.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more on stderr: every command run over SSH, with its host, exit status and
+    /// duration (a sensitive command's words are left out, its input always).
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
     /// `-o`, on the commands listed in [`WITH_OUTPUT`] (filled in by [`parse`]).
     #[arg(skip)]
     pub output: Format,
@@ -90,6 +98,7 @@ pub const WITH_OUTPUT: &[&[&str]] = &[
     &["bench", "up"],
     &["bench", "fanout"],
     &["bench", "day2"],
+    &["version"],
 ];
 
 /// The commands that read or write CA keys, where an encrypted CA key needs its passphrase.
@@ -225,7 +234,11 @@ nothing changed changes nothing; a run killed anywhere is finished by the next o
     #[command(subcommand)]
     Node(NodeCommand),
     /// Stop kubeha's services on hosts and remove what kubeha put there (not the state dir).
-    #[command(after_help = "Example:\n  kubeha reset wn-1 --yes\n  kubeha reset --all --yes")]
+    #[command(after_help = "\
+Example:
+  kubeha reset wn-1 --yes
+  kubeha reset --all --yes
+  kubeha reset --all --dry-run     (the services and paths per host; contact no host, change nothing)")]
     Reset(ResetArgs),
     /// etcd membership, health, snapshots and maintenance over the v3 API (mutual TLS).
     #[command(subcommand)]
@@ -264,6 +277,16 @@ net-conf.json). Exit 1 when any of them disagrees with the cluster file.")]
     /// Certificate authority operations.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// kubeha's version and commit, and the releases it deploys by default.
+    #[command(after_help = "\
+Example:
+  kubeha version
+  kubeha version -o json | jq -r .kubernetes
+
+Kubernetes, etcd, CoreDNS, pause and kube-proxy are the defaults when the cluster file sets
+no `kubernetesVersion` (etcd, CoreDNS and pause then follow the chosen release); Calico, the
+Tigera operator, Flannel and MetalLB are pinned in this binary.")]
+    Version,
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  kubeha completions bash > /etc/bash_completion.d/kubeha\n  kubeha completions zsh > \"${fpath[1]}/_kubeha\""
@@ -643,15 +666,21 @@ pub enum CertsCommand {
     },
     /// Re-issue leaf certificates (never a CA), push them and restart their consumers one
     /// host at a time (etcd members behind the etcd health gate).
-    #[command(
-        after_help = "Example:\n  kubeha certs renew --all\n  kubeha certs renew apiserver etcd-2/etcd/peer"
-    )]
+    #[command(after_help = "\
+Example:
+  kubeha certs renew --all
+  kubeha certs renew apiserver etcd-2/etcd/peer
+  kubeha certs renew --all --dry-run     (list what would be re-issued and where; change nothing)")]
     Renew {
         /// Every leaf certificate.
         #[arg(long)]
         all: bool,
         /// `KIND` (apiserver, etcd/server, admin.conf …) on every node, or `NODE/KIND`.
         names: Vec<String>,
+        /// Print the certificates that would be re-issued and the hosts that would get new
+        /// files, in rollout order; issue nothing, contact no host, leave the state dir as it is.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -684,9 +713,11 @@ pub enum NodeCommand {
     },
     /// Take a node out: Kubernetes first (cordon, drain, delete the Node), then etcd
     /// membership (quorum guard), then its services and files.
-    #[command(
-        after_help = "Example:\n  kubeha node remove wn-2\n  kubeha node remove wn-2 --force          (wn-2 is dead: nothing waits on it)"
-    )]
+    #[command(after_help = "\
+Example:
+  kubeha node remove wn-2
+  kubeha node remove wn-2 --force          (wn-2 is dead: nothing waits on it)
+  kubeha node remove etcd-3 --dry-run      (print the steps; contact no host, change nothing)")]
     Remove {
         /// Node name (still in the cluster file) or etcd member name.
         name: String,
@@ -700,6 +731,11 @@ pub enum NodeCommand {
         /// Kubeconfig for the drain instead of the operator's admin credentials.
         #[arg(long, value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
+        /// Print the steps the removal would take (drain, etcd membership with the quorum
+        /// arithmetic, services, paths); contact no host and change nothing, not even the
+        /// state dir.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Replace a dead etcd member at the same or a new address (update the file first).
     #[command(
@@ -738,6 +774,10 @@ pub struct ResetArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Print, per host, the services that would be stopped and the paths that would be
+    /// removed; contact no host and change nothing (no confirmation needed).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = args::parse();
+    output::set_verbosity(cli.global.quiet, cli.global.verbose);
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

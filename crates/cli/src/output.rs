@@ -11,7 +11,10 @@
 //! only carries progress and diagnostics, and stopping a half-done `kubeha up` because a log
 //! reader went away, or turning a failed `validate` into a success, would be worse.
 
-use std::io::Write;
+use std::{
+    io::Write,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use serde::Serialize;
 
@@ -35,11 +38,57 @@ macro_rules! errln {
     };
 }
 
+/// A progress line on stderr (`errln!`), left out under `-q`: errors and warnings use
+/// `errln!` and are always printed.
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            $crate::output::print_stderr(&format!("{}\n", format_args!($($arg)*)))
+        }
+    };
+}
+
 /// `eprint!` (a prompt, no newline) that ignores a closed or failing stderr.
 macro_rules! errprint {
     ($($arg:tt)*) => {
         $crate::output::print_stderr(&format!($($arg)*))
     };
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Sets `-q` and `-v` for the whole run, before any command starts. With `-v`, every
+/// command run over SSH is printed with its host, exit status and duration.
+pub fn set_verbosity(quiet: bool, verbose: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    VERBOSE.store(verbose, Ordering::Relaxed);
+    if verbose {
+        kubeha_transport::watch_commands(print_command);
+    }
+}
+
+/// Whether progress lines are left out (`-q`).
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Whether more detail is asked for (`-v`).
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+fn print_command(e: &kubeha_transport::CommandEvent<'_>) {
+    let status = e
+        .status
+        .map_or_else(|| "no exit status".to_string(), |s| format!("exit {s}"));
+    // A script spans lines: one line per command here.
+    let command = e.command.split_whitespace().collect::<Vec<_>>().join(" ");
+    print_stderr(&format!(
+        "ssh {}: {command} → {status} in {:.2}s\n",
+        e.host,
+        e.elapsed.as_secs_f64()
+    ));
 }
 
 /// Prints `value` as JSON or YAML, or calls `table` for the human form.

@@ -39,7 +39,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `kubeha images -o json` restricted to the built components, for the lab cluster and for
 /// the default stacked cluster with static-pod etcd (kubeadm's layout): the lab runs etcd as
-/// systemd units (Debian's etcd, not an image), so etcd's image name comes from the latter.
+/// systemd units (the built binary, not an image), so etcd's image name comes from the latter.
 /// Both must agree on every other image.
 fn wanted_images() -> BTreeSet<String> {
     let load = |src: &str, file: &str| -> Spec {

@@ -28,6 +28,7 @@ mod known_hosts;
 mod local;
 mod parallel;
 mod ssh;
+mod watch;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -38,6 +39,7 @@ pub use known_hosts::{PinnedKey, fingerprint, forget_host_key, pinned_keys};
 pub use local::LocalTransport;
 pub use parallel::{DEFAULT_PARALLELISM, for_each_host};
 pub use ssh::SshTransport;
+pub use watch::{CommandEvent, watch_commands};
 
 /// Time limit for reading and stating files, and the base of the upload limit (which adds a
 /// second per MiB).

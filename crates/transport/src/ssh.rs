@@ -197,6 +197,39 @@ impl Transport for SshTransport {
     }
 
     fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
+        let started = std::time::Instant::now();
+        let result = self.run_once(cmd);
+        crate::watch::notify(&crate::watch::CommandEvent {
+            host: &self.name,
+            command: cmd.describe(),
+            status: result.as_ref().ok().map(|o| o.status),
+            elapsed: started.elapsed(),
+        });
+        result
+    }
+
+    fn upload(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        owner: &str,
+    ) -> Result<(), TransportError> {
+        files::upload(self, path, content, mode, owner, self.file_timeout)
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        files::read(self, path, self.file_timeout)
+    }
+
+    fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, FileFacts>, TransportError> {
+        files::stat_files(self, paths, self.file_timeout)
+    }
+}
+
+impl SshTransport {
+    /// One command over ssh, unwatched.
+    fn run_once(&self, cmd: &Command) -> Result<Output, TransportError> {
         invoke::validate(&self.name, cmd)?;
         let login = self.login();
         let line = invoke::shell_line(cmd, &login, true);
@@ -217,24 +250,6 @@ impl Transport for SshTransport {
             known_hosts: &self.known_hosts,
         };
         invoke::interpret(cmd, &login, Some(&side), outcome)
-    }
-
-    fn upload(
-        &self,
-        path: &str,
-        content: &[u8],
-        mode: u32,
-        owner: &str,
-    ) -> Result<(), TransportError> {
-        files::upload(self, path, content, mode, owner, self.file_timeout)
-    }
-
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
-        files::read(self, path, self.file_timeout)
-    }
-
-    fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, FileFacts>, TransportError> {
-        files::stat_files(self, paths, self.file_timeout)
     }
 }
 

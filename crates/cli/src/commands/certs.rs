@@ -96,7 +96,11 @@ impl Summary {
 pub fn run(g: &Global, c: &CertsCommand) -> Result<ExitCode, CliError> {
     let warn_days = match c {
         CertsCommand::Check { warn_days } => warn_days,
-        CertsCommand::Renew { all, names } => return renew::run(g, *all, names),
+        CertsCommand::Renew {
+            all,
+            names,
+            dry_run,
+        } => return renew::run(g, *all, names, *dry_run),
     };
     let loaded = super::load_spec(g)?;
     let spec = &loaded.spec;

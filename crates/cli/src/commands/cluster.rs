@@ -142,7 +142,7 @@ pub fn after_converge(
     };
     let say = |s: &StepReport| {
         if !quiet {
-            errln!(
+            progress!(
                 "kubernetes {}: {} ({} created, {} updated) {:.1}s",
                 s.step,
                 s.detail,

@@ -436,7 +436,7 @@ pub(crate) fn reconfigure<T>(
         match f() {
             Err(e) if retry && e.is_unhealthy_cluster() && start.elapsed() < RECONFIG_RETRY => {
                 if !said {
-                    errln!(
+                    progress!(
                         "etcd says \"unhealthy cluster\" (a member connected less than 5 s ago); retrying for up to {}s…",
                         RECONFIG_RETRY.as_secs()
                     );

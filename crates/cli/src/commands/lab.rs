@@ -44,6 +44,8 @@ fn load(g: &Global, file: Option<&Path>) -> Result<Loaded, CliError> {
         state_dir: g.state_dir.clone(),
         output: g.output,
         ca_passphrase_file: g.ca_passphrase_file.clone(),
+        quiet: g.quiet,
+        verbose: g.verbose,
     };
     super::load_spec(&global)
 }
@@ -52,6 +54,9 @@ fn options() -> LabOptions {
     LabOptions {
         // Progress goes to stderr; a closed stderr must not stop a half-built lab.
         progress: Some(Arc::new(|node: &str, msg: &str| {
+            if crate::output::quiet() {
+                return;
+            }
             let line = if node == "-" {
                 format!("lab: {msg}\n")
             } else {
@@ -317,7 +322,7 @@ fn list(paths: &[PathBuf]) -> String {
 
 /// One `lab: …` line on stderr; a closed stderr is not an error.
 fn say(msg: &str) {
-    errln!("lab: {msg}");
+    progress!("lab: {msg}");
 }
 
 fn hosts_table(r: &LabReport) -> String {

@@ -14,6 +14,7 @@ mod service;
 mod status;
 mod up;
 mod validate;
+pub mod version;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench(b) => bench::run(g, &b),
         Command::Lab(l) => lab::run(g, &l),
         Command::Service(s) => service::run(&s),
+        Command::Version => version::run(g),
     }
 }
 

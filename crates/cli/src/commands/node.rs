@@ -86,7 +86,7 @@ impl Log {
     fn say(&self, node: &str, what: impl Into<String>) {
         let what = what.into();
         let seconds = self.start.elapsed().as_secs_f64();
-        errln!("[{seconds:>5.1}s] {node}: {what}");
+        progress!("[{seconds:>5.1}s] {node}: {what}");
         if let Ok(mut s) = self.steps.lock() {
             s.push(StepLine {
                 seconds: (seconds * 10.0).round() / 10.0,
@@ -228,6 +228,18 @@ pub fn run(g: &Global, c: &NodeCommand) -> Result<ExitCode, CliError> {
         NodeCommand::Remove { name, .. } => (name, "node remove"),
         NodeCommand::Replace { name, .. } => (name, "node replace"),
     };
+    if let NodeCommand::Remove {
+        name,
+        force,
+        drain_timeout,
+        dry_run: true,
+        ..
+    } = c
+    {
+        return dry_run(g, "node remove", std::slice::from_ref(name), |p| {
+            plan_remove(p, name, *force, *drain_timeout)
+        });
+    }
     with_cx(g, what, std::slice::from_ref(name), |cx| match c {
         NodeCommand::Add {
             name,
@@ -239,6 +251,7 @@ pub fn run(g: &Global, c: &NodeCommand) -> Result<ExitCode, CliError> {
             force,
             drain_timeout,
             kubeconfig,
+            ..
         } => remove(
             cx,
             name,
@@ -294,10 +307,243 @@ pub fn reset(g: &Global, a: &ResetArgs) -> Result<ExitCode, CliError> {
             ),
         });
     }
+    if a.dry_run {
+        return dry_run(g, "reset", &nodes, |p| {
+            plan_reset(p, &nodes, a.all);
+            Ok(())
+        });
+    }
     if !a.yes {
         confirm(&nodes, &spec.etcd.data_dir)?;
     }
     with_cx(g, "reset", &nodes, |cx| reset_hosts(cx, &nodes, a.all))
+}
+
+/// What `--dry-run` prints: the steps the command would take, in order. Nothing in it was
+/// done: no host was contacted and the state dir was not touched.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DryRun {
+    command: String,
+    nodes: Vec<String>,
+    dry_run: bool,
+    steps: Vec<PlannedStep>,
+    warnings: Vec<String>,
+    next: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlannedStep {
+    node: String,
+    would: String,
+}
+
+/// The offline view a dry run plans from: the cluster file and what kubeha renders for it.
+struct Planner<'a> {
+    spec: &'a Spec,
+    source: &'a str,
+    file: &'a std::path::Path,
+    rendered: Rendered,
+    out: DryRun,
+}
+
+impl Planner<'_> {
+    fn step(&mut self, node: &str, would: impl Into<String>) {
+        self.out.steps.push(PlannedStep {
+            node: node.to_string(),
+            would: would.into(),
+        });
+    }
+
+    /// Stop the host's services, then remove kubeha's paths there (as `clean_host`).
+    fn clean(&mut self, node: &str) {
+        let Some(tree) = self.rendered.hosts.iter().find(|t| t.node == node) else {
+            return;
+        };
+        let services = membership::stop_order(tree);
+        let paths = membership::reset_paths(self.spec, tree);
+        if !services.is_empty() {
+            let s = format!("stop {} (those running)", services.join(", "));
+            self.step(node, s);
+        }
+        let s = format!("remove {} path(s): {}", paths.len(), paths.join(" "));
+        self.step(node, s);
+    }
+}
+
+/// Runs `f` on an offline [`Planner`] and prints the plan. The certificates rendering needs
+/// are issued into a scratch copy of the state dir, so the real one stays as it is.
+fn dry_run(
+    g: &Global,
+    command: &str,
+    nodes: &[String],
+    f: impl FnOnce(&mut Planner<'_>) -> Result<(), Fail>,
+) -> Result<ExitCode, CliError> {
+    let loaded = super::load_spec(g)?;
+    let spec = &loaded.spec;
+    let rendered = {
+        let (_scratch, mut store) = super::up::scratch_store(g, &spec.name)?;
+        let (materials, _) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
+        kubeha_render::render(spec, &materials)?
+    };
+    let mut p = Planner {
+        spec,
+        source: &loaded.source,
+        file: &g.file,
+        rendered,
+        out: DryRun {
+            command: command.into(),
+            nodes: nodes.to_vec(),
+            dry_run: true,
+            steps: vec![],
+            warnings: vec![],
+            next: vec![],
+        },
+    };
+    match f(&mut p) {
+        Ok(()) => {}
+        Err(Fail::Refused { message, help } | Fail::Failed { message, help }) => {
+            return Err(CliError::Input { message, help });
+        }
+    }
+    let out = p.out;
+    emit(g.output, &out, || dry_run_text(&out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dry_run_text(r: &DryRun) -> String {
+    let mut t = Table::new(["STEP", "NODE", "WOULD"]);
+    for (i, s) in r.steps.iter().enumerate() {
+        t.row([format!("{}", i + 1), s.node.clone(), s.would.clone()]);
+    }
+    let mut out = t.render();
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    if !r.next.is_empty() {
+        out.push_str("\nnext:\n");
+        for n in &r.next {
+            out.push_str(&format!("  {n}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "dry run of {} {}: no host was contacted and nothing changed\n",
+        r.command,
+        r.nodes.join(", ")
+    ));
+    out
+}
+
+/// `node remove --dry-run`: the steps of [`remove`], from the cluster file alone. What only
+/// the hosts can tell (whether one answers, the live etcd membership) is named as a check
+/// the real run makes.
+fn plan_remove(p: &mut Planner<'_>, name: &str, force: bool, drain: u64) -> Result<(), Fail> {
+    let spec = p.spec;
+    let n = spec.node(name);
+    let members: Vec<&str> = spec
+        .etcd_members()
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    if n.is_none() && members.is_empty() {
+        return Err(Fail::Refused {
+            message: format!("no node or etcd member {name:?}"),
+            help: "name a node of the cluster file or an etcd member".into(),
+        });
+    }
+    if n.is_some() {
+        p.step(
+            name,
+            if force {
+                "check the host answers over SSH (5 s); if it does not, go on without it (--force)"
+            } else {
+                "check the host answers over SSH (5 s); if it does not, stop with nothing changed"
+            },
+        );
+    }
+    if let Some(n) =
+        n.filter(|n| n.has(kubeha_spec::Role::ControlPlane) || n.has(kubeha_spec::Role::Worker))
+    {
+        p.step(
+            &n.name,
+            format!(
+                "cordon, drain through the Eviction API (PodDisruptionBudgets respected, DaemonSet pods left; at most {drain}s) and delete the Kubernetes Node{}",
+                if force {
+                    "; a host that does not answer: delete its Node without waiting for its pods"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    let is_etcd = n.is_none_or(|n| spec.is_etcd_member(n));
+    if is_etcd {
+        let others: Vec<&str> = members.iter().copied().filter(|m| *m != name).collect();
+        if others.is_empty() {
+            return Err(Fail::Refused {
+                message: "no other etcd member in the cluster file to ask".into(),
+                help: String::new(),
+            });
+        }
+        let guard = if force {
+            "removed even if that loses quorum (--force)"
+        } else {
+            "refused, with nothing changed, if the members left could not keep quorum"
+        };
+        if n.is_none() {
+            // Not in the file: only the live membership knows whether such a member exists.
+            p.step(
+                name,
+                format!(
+                    "remove the etcd member named {name}, if the membership lists one, through {}; {guard}",
+                    others.join(", ")
+                ),
+            );
+            p.out.warnings.push(format!(
+                "{name} is not in the cluster file: the membership is not read in a dry run"
+            ));
+        } else {
+            let left = others.len();
+            p.step(
+                name,
+                format!(
+                    "remove its etcd member through {}: {} voters → {left}, quorum {} of {left}; {guard}",
+                    others.join(", "),
+                    left + 1,
+                    kubeha_etcd::membership::quorum(left),
+                ),
+            );
+            for m in &others {
+                p.step(
+                    m,
+                    format!("drop {name} from --initial-cluster in {ENV_PATH} (no restart)"),
+                );
+            }
+        }
+    }
+    if let Some(n) = n {
+        p.clean(&n.name);
+        for line in file_lines(p.source, name) {
+            let next = format!("delete from {}: {line}", p.file.display());
+            p.out.next.push(next);
+        }
+    }
+    p.out
+        .next
+        .push("kubeha up   (LB backends and the etcd proxies follow the cluster file)".into());
+    Ok(())
+}
+
+/// `reset --dry-run`: per host, what [`reset_hosts`] would stop and remove.
+fn plan_reset(p: &mut Planner<'_>, nodes: &[String], all: bool) {
+    for name in nodes {
+        p.clean(name);
+        if !all && p.spec.node(name).is_some_and(|n| p.spec.is_etcd_member(n)) {
+            p.out.warnings.push(format!(
+                "{name}: its etcd member would stay in the membership; `kubeha node remove {name}` takes it out (or `kubeha node add {name}` re-joins it)"
+            ));
+        }
+    }
 }
 
 fn confirm(nodes: &[String], data_dir: &str) -> Result<(), CliError> {

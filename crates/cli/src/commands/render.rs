@@ -34,7 +34,7 @@ pub fn run(g: &Global, a: &RenderArgs) -> Result<ExitCode, CliError> {
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
     super::print_pki_notices(&issued);
     if issued.keys_generated > 0 {
-        errln!(
+        progress!(
             "pki: generated {} key(s), issued {} certificate(s), reused {}",
             issued.keys_generated,
             issued.issued.len(),

@@ -27,7 +27,10 @@ struct Lines {
 impl Lines {
     fn new(start: Instant, quiet: bool) -> Self {
         use std::io::IsTerminal;
-        let bars = (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        let quiet = quiet || crate::output::quiet();
+        // Under -v the SSH command lines would tear through the bars: plain lines instead.
+        let bars = (!quiet && !crate::output::verbose() && std::io::stderr().is_terminal())
+            .then(indicatif::MultiProgress::new);
         Lines {
             start,
             quiet,
@@ -45,7 +48,7 @@ impl Lines {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => errln!("{line}"),
+            None => progress!("{line}"),
         }
     }
 }
@@ -173,7 +176,7 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
         super::print_pki_notices(&issued);
     }
     if issued.keys_generated > 0 && !dry_run {
-        errln!(
+        progress!(
             "pki: generated {} key(s), issued {} certificate(s)",
             issued.keys_generated,
             issued.issued.len()
@@ -412,6 +415,28 @@ fn up_text(r: &Report, total: f64) -> String {
         ));
     }
     s
+}
+
+/// A PKI store over a scratch copy of the cluster's state dir, for commands that show what
+/// they would do (`--dry-run`): whatever it issues vanishes with the returned directory, and
+/// the real state dir is neither locked nor written.
+pub(crate) fn scratch_store(
+    g: &Global,
+    cluster: &str,
+) -> Result<(tempfile::TempDir, kubeha_pki::Store), CliError> {
+    let scratch = tempfile::tempdir().map_err(CliError::io(
+        "create temporary directory",
+        std::env::temp_dir(),
+    ))?;
+    copy_state(&g.state_dir.join(cluster), &scratch.path().join(cluster))?;
+    let store = kubeha_pki::open(
+        scratch.path(),
+        cluster,
+        kubeha_pki::StoreOptions {
+            passphrase: super::passphrase(g)?,
+        },
+    )?;
+    Ok((scratch, store))
 }
 
 /// Copies the PKI and secrets of a state dir (not its lock or SSH sockets).

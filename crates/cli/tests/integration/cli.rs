@@ -120,3 +120,114 @@ fn render_summary_joins_paths_and_lists_only_what_was_rendered() {
         "{bring_up}"
     );
 }
+
+/// Issue 13 (A9): `kubeha version` names the binary and the releases it deploys, the same
+/// ones the renderer pins.
+#[test]
+fn version_reports_the_releases_the_renderer_deploys() {
+    use kubeha_render::addons::{calico, flannel, metallb};
+    use kubeha_spec::KubeVersion;
+    let sb = Sandbox::new();
+    let out = sb
+        .kubeha()
+        .args(["version", "-o", "json"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let kube = KubeVersion::DEFAULT;
+    let want = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("kubernetes", kube.to_string()),
+        ("etcd", kube.default_etcd().to_string()),
+        ("coredns", kube.coredns_tag().to_string()),
+        ("pause", kube.pause_tag().to_string()),
+        ("kubeProxy", kube.to_string()),
+        ("calico", calico::CALICO_VERSION.to_string()),
+        (
+            "tigeraOperator",
+            calico::TIGERA_OPERATOR_VERSION.to_string(),
+        ),
+        ("flannel", flannel::FLANNEL_VERSION.to_string()),
+        (
+            "flannelCniPlugin",
+            flannel::FLANNEL_CNI_PLUGIN_VERSION.to_string(),
+        ),
+        ("metallb", metallb::METALLB_VERSION.to_string()),
+    ];
+    for (key, value) in &want {
+        assert_eq!(v[key].as_str(), Some(value.as_str()), "{key} in {v}");
+    }
+    let commit = v["commit"].as_str().expect("commit");
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    // `--version` carries the same version and commit.
+    let short = sb.kubeha().arg("--version").output().expect("run");
+    assert!(short.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&short.stdout).trim(),
+        format!("kubeha {} ({commit})", env!("CARGO_PKG_VERSION"))
+    );
+    // The table names each default too.
+    let table = sb.kubeha().arg("version").output().expect("run");
+    let text = String::from_utf8_lossy(&table.stdout);
+    for (_, value) in &want {
+        assert!(
+            text.contains(value.as_str()),
+            "{value} missing from\n{text}"
+        );
+    }
+}
+
+/// Issue 13 (A9): `-q` leaves out progress lines but never an error; `-v` shows each SSH
+/// command with its host and how it ended. `ssh` is a stand-in that fails like an
+/// unreachable host, so nothing leaves this machine.
+#[test]
+fn quiet_drops_progress_and_verbose_shows_each_ssh_command() {
+    let h = crate::dryrun::NoHosts::new();
+    crate::dryrun::cluster(&h);
+    let out = h.run(&["render", "--out", "out"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pki: generated"),
+        "{out:?}"
+    );
+    // A second state dir, so that keys are generated again: -q prints nothing of it.
+    let out = h.run(&["-q", "render", "--out", "out2", "--state-dir", "quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
+    assert!(h.sb.path().join("quiet/dry-run/pki/ca.crt").exists());
+    // Errors still are printed.
+    h.sb.write("bad.yaml", "name: x\nnodez: []\n");
+    let out = h.run(&["-q", "validate", "-f", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nodez"),
+        "{out:?}"
+    );
+    assert!(
+        !h.run(&["-q", "-v", "version"]).status.success(),
+        "-q and -v exclude each other"
+    );
+
+    // -v: one line per host tried, naming it, the command and that it never ran.
+    let out = h.run(&["-v", "certs", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for node in ["etcd-1", "etcd-2", "etcd-3", "lb-1", "lb-2", "cp-1", "wn-1"] {
+        assert!(
+            err.lines().any(
+                |l| l.starts_with(&format!("ssh {node}: ")) && l.contains("no exit status in ")
+            ),
+            "{node} missing from\n{err}"
+        );
+    }
+    // Without -v, no such lines.
+    let out = h.run(&["certs", "check"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("ssh etcd-1: "),
+        "{out:?}"
+    );
+}

@@ -41,7 +41,15 @@ fn lab_up_converges_status_is_healthy_and_a_rerun_changes_nothing() {
             .count(),
         1
     );
-    // Debian's own etcdctl agrees, with the certificates kubeha issued.
+    // Every member is the built 3.6.4 the cluster file names.
+    let versions: Vec<&str> = st["etcd"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["version"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(versions, ["3.6.4"; 3], "{st:#}");
+    // Debian's own etcdctl (3.4) agrees, with the certificates kubeha issued.
     let eps = "https://198.18.10.11:2379,https://198.18.10.12:2379,https://198.18.10.13:2379";
     let out = etcdctl(&lab.pki(), eps, &["endpoint", "health"]);
     let text =

@@ -11,6 +11,10 @@ use std::{
 
 use crate::harness::Sandbox;
 
+/// The lab's etcd: the 3.6.4 build `scripts/upstream etcd` makes, through its stable link
+/// (lab hosts see /var/cache as the machine does).
+pub const LAB_ETCD: &str = "/var/cache/kubeha/upstream/etcd-v3.6.4/bin/etcd";
+
 /// A lab cluster: etcd members `etcd-<i>` for each `i` of `etcds`, 2 LBs with a VIP, `cps`
 /// control planes and `workers` workers, all on 198.18.`net`.0/24.
 pub fn cluster_text(name: &str, net: u8, etcds: &[u8], cps: usize, workers: usize) -> String {
@@ -39,13 +43,13 @@ pub fn cluster_text(name: &str, net: u8, etcds: &[u8], cps: usize, workers: usiz
     format!(
         "name: {name}
 kubernetesVersion: v1.34.2
-etcdVersion: 3.4.23
+etcdVersion: 3.6.4
 topology: external
 controlPlaneEndpoint: 198.18.{net}.100:6443
 ssh: {{ user: root, key: lab-key }}
 networking: {{ nodeCidr: 198.18.{net}.0/24, podCidr: 198.19.0.0/16, serviceCidr: 198.18.128.0/20 }}
 loadBalancer: {{ vip: 198.18.{net}.100, interface: eth0, virtualRouterId: {net}, etcdPort: 2379 }}
-etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: /usr/bin/etcd }}
+etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: {LAB_ETCD} }}
 certificates: {{ keyAlgorithm: ecdsa-p256 }}
 nodes:
 {nodes}"
@@ -58,12 +62,12 @@ pub fn two_host_text(name: &str, net: u8) -> String {
     format!(
         "name: {name}
 kubernetesVersion: v1.34.2
-etcdVersion: 3.4.23
+etcdVersion: 3.6.4
 topology: external
 controlPlaneEndpoint: 198.18.{net}.21:6443
 ssh: {{ user: root, key: lab-key }}
 networking: {{ nodeCidr: 198.18.{net}.0/24, podCidr: 198.19.0.0/16, serviceCidr: 198.18.128.0/20 }}
-etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: /usr/bin/etcd }}
+etcd: {{ deployment: systemd, apiserverAccess: local-proxy, localProxy: systemd, binary: {LAB_ETCD} }}
 certificates: {{ keyAlgorithm: ecdsa-p256 }}
 nodes:
   - {{ name: etcd-1, address: 198.18.{net}.11, roles: [etcd] }}
@@ -87,6 +91,10 @@ impl Lab {
 
     /// A lab of the cluster file `text`.
     pub fn up_text(text: &str) -> Lab {
+        assert!(
+            Path::new(LAB_ETCD).is_file(),
+            "{LAB_ETCD} is missing: run `scripts/upstream etcd` first"
+        );
         let sb = Sandbox::new();
         let file = sb.write("cluster.yaml", text);
         let spec = kubeha_spec::load(&file).expect("lab spec").spec;
@@ -203,7 +211,8 @@ impl Drop for Lab {
     }
 }
 
-/// Debian's own etcdctl with kubeha's certificates.
+/// Debian's own etcdctl (3.4, a v3 API client older than the lab's 3.6 server) with kubeha's
+/// certificates: an independent client agrees with kubeha.
 pub fn etcdctl(pki: &Path, endpoints: &str, args: &[&str]) -> Output {
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

@@ -10,6 +10,7 @@ mod certs;
 mod cli;
 mod cluster;
 mod daytwo;
+mod dryrun;
 mod fuzz_replay;
 mod kubeconfig;
 mod lab;

@@ -27,12 +27,12 @@ pub fn lab_spec(cluster: &str, octet: u8, nodes: &[&str], dir: &Path) -> Spec {
     let mut yaml = format!(
         "name: {cluster}\n\
          kubernetesVersion: v1.34.2\n\
-         etcdVersion: 3.4.23\n\
+         etcdVersion: 3.6.4\n\
          topology: stacked\n\
          controlPlaneEndpoint: 198.19.{octet}.11:6443\n\
          ssh: {{ user: root, key: {key} }}\n\
          networking: {{ nodeCidr: 198.19.{octet}.0/24, podCidr: 198.18.64.0/18, serviceCidr: 198.18.32.0/20 }}\n\
-         etcd: {{ binary: /usr/bin/etcd }}\n\
+         etcd: {{ binary: /var/cache/kubeha/upstream/etcd-v3.6.4/bin/etcd }}\n\
          certificates: {{ keyAlgorithm: ecdsa-p256 }}\n\
          provisioning: {{ interface: eth0 }}\n\
          nodes:\n",

@@ -604,3 +604,58 @@ fn id_name(file: &str, id: u32) -> String {
         })
         .unwrap_or_else(|| id.to_string())
 }
+
+/// `kubeha -v`: the watcher sees every command with its host, exit status and duration, a
+/// sensitive one without its words, and a failed connection without an exit status.
+#[test]
+fn the_command_watcher_sees_each_command_and_never_a_sensitive_ones_words() {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<(String, String, Option<i32>)>> = Mutex::new(Vec::new());
+    fn record(e: &kubeha_transport::CommandEvent<'_>) {
+        // Other tests of this process may run commands too: only this test's hosts count.
+        if e.host.starts_with("watched-") {
+            SEEN.lock()
+                .unwrap()
+                .push((e.host.to_string(), e.command.clone(), e.status));
+        }
+    }
+    assert!(kubeha_transport::watch_commands(record));
+    assert!(!kubeha_transport::watch_commands(record), "set once");
+
+    let sshd = Sshd::start(Ipv4Addr::new(127, 0, 0, 110));
+    let t = sshd.transport("watched-up");
+    t.run(&Command::new(["true"])).unwrap();
+    t.run(&Command::new(["sh", "-c", "exit 3"]).allow_failure())
+        .unwrap();
+    t.run(&Command::new(["echo", "s3cret-token"]).sensitive())
+        .unwrap();
+    // Nothing listens on this port: the connection fails, there is no exit status.
+    let mut node = sshd.node("watched-down");
+    node.ssh.port = free_port(Ipv4Addr::new(127, 0, 0, 110));
+    let down = SshTransport::new(&node, &sshd.path("state-down"))
+        .unwrap()
+        .with_connect_timeout(Duration::from_secs(5));
+    assert!(down.run(&Command::new(["true"])).is_err());
+
+    let seen = SEEN.lock().unwrap().clone();
+    let up: Vec<_> = seen.iter().filter(|(h, ..)| h == "watched-up").collect();
+    // The first command may be preceded by the transport's own (host key, control socket).
+    let last3: Vec<_> = up.iter().rev().take(3).rev().collect();
+    assert_eq!(last3.len(), 3, "{seen:?}");
+    assert!(
+        last3[0].1.contains("true") && last3[0].2 == Some(0),
+        "{seen:?}"
+    );
+    assert!(
+        last3[1].1.contains("exit 3") && last3[1].2 == Some(3),
+        "{seen:?}"
+    );
+    assert_eq!(last3[2].2, Some(0), "{seen:?}");
+    assert!(
+        !seen.iter().any(|(_, c, _)| c.contains("s3cret")),
+        "a sensitive command's words were shown: {seen:?}"
+    );
+    let down: Vec<_> = seen.iter().filter(|(h, ..)| h == "watched-down").collect();
+    assert_eq!(down.len(), 1, "{seen:?}");
+    assert_eq!(down[0].2, None, "{seen:?}");
+}

@@ -95,10 +95,18 @@ fn input(message: String) -> CliError {
     }
 }
 
-pub(crate) fn run(g: &Global, all: bool, names: &[String]) -> Result<ExitCode, CliError> {
+pub(crate) fn run(
+    g: &Global,
+    all: bool,
+    names: &[String],
+    dry_run: bool,
+) -> Result<ExitCode, CliError> {
     let loaded = crate::commands::load_spec(g)?;
     let spec = &loaded.spec;
     let selector = Selector::parse(spec, all, names).map_err(input)?;
+    if dry_run {
+        return plan(g, spec, &selector);
+    }
     let mut store = crate::commands::open_store(g, &spec.name)?;
     let now = time::OffsetDateTime::now_utc();
     let (before, issued) = store.ensure(spec, now)?;
@@ -107,7 +115,7 @@ pub(crate) fn run(g: &Global, all: bool, names: &[String]) -> Result<ExitCode, C
     if report.issued.is_empty() {
         return Err(input("no certificate matched; nothing was renewed".into()));
     }
-    errln!("renew: re-issued {} certificate(s)", report.issued.len());
+    progress!("renew: re-issued {} certificate(s)", report.issued.len());
     let old = kubeha_render::render(spec, &before)?;
     let new = kubeha_render::render(spec, &materials)?;
     let hosts = crate::commands::up::transports(spec, &g.state_dir.join(&spec.name))?;
@@ -144,11 +152,82 @@ pub(crate) fn run(g: &Global, all: bool, names: &[String]) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
+/// `certs renew --dry-run`: the certificates that would be re-issued and, in rollout order,
+/// the hosts that would receive new files. Issues into a scratch copy of the state dir and
+/// contacts no host, so nothing changes anywhere.
+fn plan(g: &Global, spec: &Spec, selector: &Selector) -> Result<ExitCode, CliError> {
+    // Without state there is nothing to renew: a scratch run would only invent a new CA.
+    crate::commands::existing_state(g, &spec.name)?;
+    let (_scratch, mut store) = crate::commands::up::scratch_store(g, &spec.name)?;
+    let now = time::OffsetDateTime::now_utc();
+    let (before, _) = store.ensure(spec, now)?;
+    let (materials, report) = store.ensure_with(spec, now, &|id| selector.matches(id))?;
+    if report.issued.is_empty() {
+        return Err(input(
+            "no certificate matched; nothing would be renewed".into(),
+        ));
+    }
+    let renewed: BTreeSet<String> = report.issued.iter().map(|(id, _)| id.to_string()).collect();
+    let old = kubeha_render::render(spec, &before)?;
+    let new = kubeha_render::render(spec, &materials)?;
+    let changed = changed_files(&old, &new);
+    let mut text = format!(
+        "dry run: nothing was issued, uploaded or restarted\n\nwould re-issue {} certificate(s) with new keys (CAs stay):\n",
+        renewed.len()
+    );
+    for id in &renewed {
+        text.push_str(&format!("  {id}\n"));
+    }
+    text.push_str("\nthen, one host at a time:\n");
+    let mut step = 0;
+    let mut line = |text: &mut String, node: &str, files: &[&HostFile], then: &str| {
+        step += 1;
+        text.push_str(&format!(
+            "  {step}. {node}: upload {} file(s), {then}\n",
+            files.len()
+        ));
+        for f in files {
+            text.push_str(&format!("       {}\n", f.path));
+        }
+    };
+    let members: Vec<&str> = spec
+        .etcd_members()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    for name in &members {
+        if let Some((node, files)) = changed.iter().find(|(h, _)| h == name) {
+            line(
+                &mut text,
+                node,
+                files,
+                "restart etcd, wait until every member is healthy with one leader",
+            );
+        }
+    }
+    for (node, files) in changed
+        .iter()
+        .filter(|(h, _)| !members.contains(&h.as_str()))
+    {
+        line(
+            &mut text,
+            node,
+            files,
+            "restart or reload what uses them (as `kubeha up`)",
+        );
+    }
+    if step == 0 {
+        text.push_str("  (no host holds these certificates)\n");
+    }
+    outln!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
 struct Quiet;
 impl kubeha_apply::Progress for Quiet {
     fn phase(&self, _: kubeha_plan::Phase, _: usize) {}
     fn host(&self, phase: kubeha_plan::Phase, node: &str, message: &str) {
-        errln!("renew: {phase} {node}: {message}");
+        progress!("renew: {phase} {node}: {message}");
     }
     fn gate(&self, _: kubeha_plan::Phase, _: &kubeha_apply::gate::GateResult) {}
 }
@@ -185,7 +264,7 @@ fn roll_etcd_member(
         })
         .collect();
     upload_many(t, &up, Duration::from_secs(60)).map_err(|e| fail(kubeha_etcd::error_chain(&e)))?;
-    errln!(
+    progress!(
         "renew: etcd {name}: restarting with {} new file(s)",
         files.len()
     );
@@ -195,7 +274,7 @@ fn roll_etcd_member(
     // The restart does not block: give the member a moment to go down before gating.
     std::thread::sleep(Duration::from_millis(500));
     let g = gate::etcd(spec, materials, GATE_TIMEOUT);
-    errln!("renew: etcd {name}: gate {}", g.text());
+    progress!("renew: etcd {name}: gate {}", g.text());
     if !g.passed() {
         return Err(fail(format!(
             "etcd did not become healthy after the restart: {}",

@@ -325,7 +325,7 @@ pub(crate) fn defrag(g: &Global, spec: &Spec) -> Result<ExitCode, Failure> {
     let mut rows = Vec::new();
     for o in order {
         let before = client.status(&o.endpoint).map(|s| s.db_size).unwrap_or(0);
-        errln!("defragmenting {} ({}) …", o.describe(), human_bytes(before));
+        progress!("defragmenting {} ({}) …", o.describe(), human_bytes(before));
         let t = Instant::now();
         long.defragment(&o.endpoint)
             .map_err(Failure::etcd(format!("defragment {}", o.describe())))?;

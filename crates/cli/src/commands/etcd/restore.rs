@@ -4,8 +4,9 @@
 //! snapshot).
 //!
 //! Order, so that a failure leaves something a human can recover from:
-//! 1. the snapshot's integrity trailer is checked, and a restore tool (`etcdutl`, else
-//!    etcdctl 3.4's `snapshot restore`) is found on every member, before anything changes;
+//! 1. the snapshot's integrity trailer is checked, and a restore tool (the `etcdutl` next to
+//!    `etcd.binary`, else one on the PATH, else etcdctl 3.4's `snapshot restore`) is found on
+//!    every member, before anything changes;
 //! 2. etcd is stopped on every member;
 //! 3. on each member the snapshot is restored into a new data dir next to the old one, the
 //!    old one is renamed aside to `<data-dir>.kubeha-before-restore-<time>` and the new one
@@ -35,20 +36,24 @@ use crate::args::Global;
 const UNIT: &str = "etcd.service";
 const GATE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Finds the restore tool and the service manager; changes nothing.
+/// Finds the restore tool and the service manager; changes nothing. `$1`: the directory of
+/// `etcd.binary`, whose `etcdutl` matches the server's data format best.
 const PREFLIGHT: &str = r#"if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=none; fi
-if command -v etcdutl >/dev/null 2>&1; then echo tool=etcdutl
+if [ -x "$1/etcdutl" ]; then echo "tool=$1/etcdutl"
+elif command -v etcdutl >/dev/null 2>&1; then echo tool=etcdutl
 elif command -v etcdctl >/dev/null 2>&1; then echo tool=etcdctl
 else echo tool=; fi"#;
 
 /// Restores `$2` into a new data dir and swaps it in for `$1`. Arguments: data dir, snapshot,
-/// name, initial cluster, token, peer URL, time stamp.
+/// name, initial cluster, token, peer URL, time stamp, directory of `etcd.binary`.
 const RESTORE: &str = r#"set -u
-dd=$1 snap=$2 name=$3 ic=$4 tok=$5 peer=$6 ts=$7
+dd=$1 snap=$2 name=$3 ic=$4 tok=$5 peer=$6 ts=$7 bin=$8
 new="$dd.kubeha-restore-$ts"
 old="$dd.kubeha-before-restore-$ts"
 rm -rf -- "$new"
-if command -v etcdutl >/dev/null 2>&1; then tool=etcdutl; else tool=etcdctl; export ETCDCTL_API=3; fi
+if [ -x "$bin/etcdutl" ]; then tool="$bin/etcdutl"
+elif command -v etcdutl >/dev/null 2>&1; then tool=etcdutl
+else tool=etcdctl; export ETCDCTL_API=3; fi
 if ! out=$("$tool" snapshot restore "$snap" --name "$name" --initial-cluster "$ic" \
     --initial-cluster-token "$tok" --initial-advertise-peer-urls "$peer" --data-dir "$new" 2>&1); then
   rm -rf -- "$new"; rm -f -- "$snap"
@@ -167,6 +172,9 @@ pub(crate) fn restore(
     let hosts =
         crate::commands::up::transports(spec, &g.state_dir.join(&spec.name)).map_err(cli)?;
     let supervisor = crate::commands::up::supervisor_binary();
+    let bin_dir = Path::new(&spec.etcd.binary)
+        .parent()
+        .map_or_else(|| "/usr/bin".to_string(), |d| d.display().to_string());
 
     // ---- 1. preflight: every member reachable with a restore tool; nothing changes.
     let mut members = Vec::new();
@@ -175,16 +183,18 @@ pub(crate) fn restore(
             return Err(failed(format!("no connection for {}", n.name), ""));
         };
         let t: &dyn Transport = t.as_ref();
-        let out = t.run(&Command::script(PREFLIGHT).sudo()).map_err(|e| {
-            failed(
-                format!(
-                    "cannot reach {}: {}; nothing was changed",
-                    n.name,
-                    kubeha_etcd::error_chain(&e)
-                ),
-                "every member must be reachable to restore",
-            )
-        })?;
+        let out = t
+            .run(&Command::script(PREFLIGHT).arg(bin_dir.clone()).sudo())
+            .map_err(|e| {
+                failed(
+                    format!(
+                        "cannot reach {}: {}; nothing was changed",
+                        n.name,
+                        kubeha_etcd::error_chain(&e)
+                    ),
+                    "every member must be reachable to restore",
+                )
+            })?;
         let text = out.stdout_lossy().to_string();
         if text.lines().any(|l| l == "tool=") {
             return Err(failed(
@@ -233,7 +243,7 @@ pub(crate) fn restore(
 
     // ---- 2. stop etcd everywhere.
     for m in &members {
-        errln!("restore: stopping etcd on {}", m.name);
+        progress!("restore: stopping etcd on {}", m.name);
         m.manager.stop(m.t, UNIT).map_err(|e| {
             failed(
                 format!(
@@ -257,6 +267,7 @@ pub(crate) fn restore(
             .map(|m| {
                 let (snap_path, bytes) = (&snap_path, &snapshot_bytes);
                 let (data_dir, ic, token, ts) = (&data_dir, &initial_cluster, &token, &ts);
+                let bin_dir = &bin_dir;
                 s.spawn(move || {
                     let up = [UploadFile {
                         path: snap_path,
@@ -275,6 +286,7 @@ pub(crate) fn restore(
                             token,
                             &m.peer_url,
                             ts,
+                            bin_dir.as_str(),
                         ])
                         .sudo()
                         .timeout(Duration::from_secs(300));
@@ -309,7 +321,7 @@ pub(crate) fn restore(
                     .map_or(String::from("no old data dir"), |a| {
                         format!("old data kept at {a}")
                     });
-                errln!("restore: {name}: restored with {tool}; {aside}");
+                progress!("restore: {name}: restored with {tool}; {aside}");
             }
             Err(e) => bad.push(format!("{name}: {e}")),
         }
@@ -351,7 +363,7 @@ pub(crate) fn restore(
             })?;
     }
     for m in &members {
-        errln!("restore: starting etcd on {}", m.name);
+        progress!("restore: starting etcd on {}", m.name);
         m.manager.start(m.t, UNIT).map_err(|e| {
             failed(
                 format!(
