@@ -2,7 +2,7 @@
 //! on this machine, one per node of a lab cluster file. The work is in `kubeha-lab`.
 
 use std::{
-    io::{BufRead, IsTerminal, Write},
+    io::{IsTerminal, Write},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -267,13 +267,10 @@ fn confirm_purge(
     if what.is_empty() {
         what.push("  (no keys or state dir found: only the hosts)".into());
     }
-    errprint!(
+    if super::typed_yes(&format!(
         "Remove the lab hosts of cluster {cluster}, and also:\n{}\nThe next `lab up` + `kubeha up` build a new cluster with new host keys. Type yes: ",
         what.join("\n")
-    );
-    let mut line = String::new();
-    let _ = stdin.lock().read_line(&mut line);
-    if line.trim() == "yes" {
+    )) {
         Ok(())
     } else {
         Err(CliError::Input {

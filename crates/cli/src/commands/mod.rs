@@ -149,6 +149,35 @@ pub fn close_all<'a>(hosts: impl IntoIterator<Item = &'a kubeha_transport::SshTr
 }
 
 /// Opens (and locks) the cluster's state dir.
+/// Asks `question [y/N]` on the terminal; without one (or on end of input) the answer is no.
+pub fn confirm(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    matches!(
+        answer(&format!("{question} [y/N] ")).as_deref(),
+        Some("y" | "Y" | "yes" | "YES" | "Yes")
+    )
+}
+
+/// Whether the user types the whole word `yes` at `prompt`: what a step that cannot be undone
+/// asks for. The caller has made sure stdin is a terminal.
+pub fn typed_yes(prompt: &str) -> bool {
+    answer(prompt).as_deref() == Some("yes")
+}
+
+/// Prints `prompt` on stderr and reads one line from stdin, trimmed; `None` on end of input.
+fn answer(prompt: &str) -> Option<String> {
+    use std::io::BufRead;
+    errprint!("{prompt}");
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim().to_string()),
+    }
+}
+
 /// Tells the operator what the PKI store corrected on its own (loose key modes, a rebuilt
 /// index): such a repair is never silent.
 pub fn print_pki_notices(report: &kubeha_pki::IssueReport) {

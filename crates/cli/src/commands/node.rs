@@ -10,7 +10,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, IsTerminal, Write},
+    io::IsTerminal,
     process::ExitCode,
     sync::Mutex,
     time::{Duration, Instant},
@@ -554,19 +554,15 @@ fn confirm(nodes: &[String], data_dir: &str) -> Result<(), CliError> {
             help: "kubeha reset … --yes".into(),
         });
     }
-    errprint!(
-        "Reset {} ({}): stop kubeha's services, delete the files kubeha wrote and the etcd data dir {data_dir}? Type yes: ",
-        if nodes.len() == 1 {
-            "1 host".to_string()
-        } else {
-            format!("{} hosts", nodes.len())
-        },
+    let hosts = if nodes.len() == 1 {
+        "1 host".to_string()
+    } else {
+        format!("{} hosts", nodes.len())
+    };
+    if super::typed_yes(&format!(
+        "Reset {hosts} ({}): stop kubeha's services, delete the files kubeha wrote and the etcd data dir {data_dir}? Type yes: ",
         nodes.join(", ")
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = stdin.lock().read_line(&mut line);
-    if line.trim() == "yes" {
+    )) {
         Ok(())
     } else {
         Err(CliError::Input {

@@ -155,21 +155,11 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     let state = g.state_dir.join(&spec.name);
     // `up` holds the state dir's lock for the whole run; `plan` changes nothing, not even the
     // state dir: it issues what is missing in a scratch copy.
-    let scratch = tempfile::tempdir().map_err(CliError::io(
-        "create temporary directory",
-        std::env::temp_dir(),
-    ))?;
-    let mut store = if dry_run {
-        copy_state(&state, &scratch.path().join(&spec.name))?;
-        kubeha_pki::open(
-            scratch.path(),
-            &spec.name,
-            kubeha_pki::StoreOptions {
-                passphrase: super::passphrase(g)?,
-            },
-        )?
+    let (scratch, mut store) = if dry_run {
+        let (dir, store) = scratch_store(g, &spec.name)?;
+        (Some(dir), store)
     } else {
-        super::open_store(g, &spec.name)?
+        (None, super::open_store(g, &spec.name)?)
     };
     let (materials, issued) = store.ensure(spec, time::OffsetDateTime::now_utc())?;
     if !dry_run {
@@ -185,11 +175,9 @@ pub fn run(g: &Global, a: &UpArgs, dry_run: bool) -> Result<ExitCode, CliError> 
     let rendered = kubeha_render::render(spec, &materials)?;
     // `plan` reaches the hosts from the scratch copy (pinned keys included), so that not even
     // an SSH control socket or a first-contact host key lands in the state dir.
-    let ssh_state = if dry_run {
-        scratch.path().join(&spec.name)
-    } else {
-        state.clone()
-    };
+    let ssh_state = scratch
+        .as_ref()
+        .map_or_else(|| state.clone(), |d| d.path().join(&spec.name));
     let ssh = ssh_transports(spec, &ssh_state)?;
     let hosts = boxed(&ssh);
     let opts = Options {

@@ -1,10 +1,7 @@
 //! Membership changes: `add` (as a learner, printing the exact flags the new member needs),
 //! `remove` (behind the quorum guard), `promote`, and `forget` (ghost members).
 
-use std::{
-    io::{BufRead, IsTerminal, Write},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
 use kubeha_etcd::membership::{self, AddBlocked, AddPlan, QuorumCheck};
 use kubeha_spec::Spec;
@@ -392,21 +389,6 @@ fn ghosts<'a>(
     Ok(g)
 }
 
-/// Asks on the terminal; without one (or on end of input) the answer is no.
-fn confirm(question: &str) -> bool {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return false;
-    }
-    errprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    match stdin.lock().read_line(&mut line) {
-        Ok(0) | Err(_) => false,
-        Ok(_) => matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"),
-    }
-}
-
 pub(crate) fn forget(
     g: &Global,
     spec: &Spec,
@@ -439,7 +421,7 @@ pub(crate) fn forget(
             .collect();
         errln!("  {}: {}\n    {c}", o.describe(), why.join("; "));
     }
-    if !yes && !confirm(&format!("Remove {} member(s)?", targets.len())) {
+    if !yes && !crate::commands::confirm(&format!("Remove {} member(s)?", targets.len())) {
         return Err(Failure::Failed {
             message: "not confirmed; nothing was removed".into(),
             help: "answer y on a terminal, or pass --yes (without a terminal the answer is no)"

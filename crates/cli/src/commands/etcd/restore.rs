@@ -17,12 +17,7 @@
 //! 5. the re-rendered etcd files are uploaded, every member is started, and the etcd gate
 //!    (all healthy, one leader) must pass.
 
-use std::{
-    io::{BufRead, IsTerminal, Write},
-    path::Path,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use kubeha_apply::{gate, service::ServiceManager};
 use kubeha_etcd::snapshot;
@@ -93,21 +88,6 @@ fn failed(message: impl Into<String>, help: impl Into<String>) -> Failure {
     }
 }
 
-/// Asks on the terminal; without one (or on end of input) the answer is no.
-fn confirm(question: &str) -> bool {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return false;
-    }
-    errprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    match stdin.lock().read_line(&mut line) {
-        Ok(_) => matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"),
-        Err(_) => false,
-    }
-}
-
 struct Member<'a> {
     name: String,
     peer_url: String,
@@ -147,7 +127,7 @@ pub(crate) fn restore(
     }
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     if !yes
-        && !confirm(&format!(
+        && !crate::commands::confirm(&format!(
             "Replace ALL etcd data of cluster {} on {} with {}? etcd stops on every member",
             spec.name,
             names.join(", "),
